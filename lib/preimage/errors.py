@@ -1,0 +1,42 @@
+"""Errors that name the problem and the fix.
+
+Every error the library raises on bad input is a ``PreimageError``; the command line turns
+them into one message and exit code 2 instead of a traceback.
+"""
+
+
+class PreimageError(Exception):
+    """Bad input or a missing resource; the message says what to do."""
+
+
+class ImageError(PreimageError):
+    """An image that cannot be read, or is too small for the layer."""
+
+
+class UnknownNameError(PreimageError):
+    """An unknown model, layer or option; the message lists the valid ones."""
+
+
+class WeightsError(PreimageError):
+    """Weights that are missing, corrupt or do not fit the model."""
+
+
+class SettingsError(PreimageError):
+    """A regularisation or optimisation setting outside its valid range."""
+
+
+class CodeError(PreimageError):
+    """A feature code file that does not fit the model, layer or image size."""
+
+
+class DivergenceError(PreimageError):
+    """The optimisation produced NaN/Inf or its energy blew up."""
+
+
+class StopInversion(Exception):
+    """Raised by a progress callback to end an inversion early (the result keeps what was done)."""
+
+
+def unknown(kind: str, name, valid) -> UnknownNameError:
+    valid = list(valid)
+    return UnknownNameError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(map(str, valid))}")

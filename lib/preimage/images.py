@@ -1,0 +1,106 @@
+"""Reading images, converting them to RGB, resizing, and the display stretch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageError
+
+DATA_IMAGES = Path(__file__).resolve().parents[2] / "data" / "images"
+
+
+def shipped() -> dict[str, Path]:
+    """The images shipped in data/images, by stem (see data/README.md for their licences)."""
+    return {p.stem: p for p in sorted(DATA_IMAGES.iterdir()) if p.suffix.lower() in (".png", ".jpg")}
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A path, or the stem of a shipped image ('astronaut', 'chelsea', ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    images = shipped() if DATA_IMAGES.is_dir() else {}
+    if str(name_or_path) in images:
+        return images[str(name_or_path)]
+    raise ImageError(f"image {str(name_or_path)!r} not found: give the path of an image file or the "
+                     f"name of a shipped image ({', '.join(images) or 'none found'})")
+
+
+def load(name_or_path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """An image as an RGB uint8 array (H, W, 3) and the conversions made on the way, in words."""
+    path = resolve(name_or_path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot read {path} as an image ({e}); use a PNG, JPEG, TIFF, BMP or "
+                         f"another format Pillow reads") from None
+
+
+def to_rgb(im: Image.Image) -> tuple[np.ndarray, list[str]]:
+    notes = []
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        notes.append(f"converted {im.mode} (high bit depth) to 8 bits by dividing by {top / 255:g}")
+        a = np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8)
+        im = Image.fromarray(a, "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        notes.append(f"composited the {im.mode} image's transparency over white")
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    elif im.mode in ("L", "1"):
+        notes.append("converted grayscale to RGB by repeating the channel")
+    elif im.mode not in ("RGB", "P"):
+        notes.append(f"converted {im.mode} to RGB")
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), notes
+
+
+def fit(rgb: np.ndarray, size: int | tuple[int, int] | None, mode: str = "crop") -> np.ndarray:
+    """Resize to ``size`` (an int for a square). ``crop`` takes the central square (or aspect)
+    first; ``warp`` stretches like the reference code's imresize."""
+    if size is None:
+        return rgb
+    h, w = (size, size) if isinstance(size, int) else size
+    im = Image.fromarray(rgb)
+    if mode == "crop":
+        H, W = rgb.shape[:2]
+        scale = min(H / h, W / w)
+        ch, cw = round(h * scale), round(w * scale)
+        top, left = (H - ch) // 2, (W - cw) // 2
+        im = im.crop((left, top, left + cw, top + ch))
+    elif mode != "warp":
+        raise ValueError(f"fit mode must be 'crop' or 'warp', not {mode!r}")
+    return np.asarray(im.resize((w, h), Image.BICUBIC), dtype=np.uint8)
+
+
+def to_input(rgb: np.ndarray, mean) -> torch.Tensor:
+    """(1, C, H, W) float32 mean-subtracted pixels (0..255 scale) from an (H, W, C) array."""
+    x = torch.as_tensor(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    return x - torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+
+
+def to_pixels(x, mean) -> np.ndarray:
+    """(N, H, W, C) float pixels (0..255 scale, unclipped) from mean-subtracted (N, C, H, W)."""
+    x = torch.as_tensor(x).detach().float().cpu()
+    return (x + torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)).permute(0, 2, 3, 1).numpy()
+
+
+def stretch(pixels: np.ndarray) -> np.ndarray:
+    """Min-max stretch of each image to [0, 1] for display, as the paper's saved figures do."""
+    p = np.asarray(pixels, dtype=np.float32)
+    axes = tuple(range(p.ndim - 3, p.ndim))
+    lo, hi = p.min(axis=axes, keepdims=True), p.max(axis=axes, keepdims=True)
+    return (p - lo) / np.maximum(hi - lo, 1e-12)
+
+
+def save_png(path: str | Path, image01: np.ndarray) -> None:
+    """Write a [0, 1] (H, W, C) image as an 8-bit PNG, atomically."""
+    from .atomic import atomic_path
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.round(np.clip(image01, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG")

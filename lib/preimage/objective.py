@@ -1,0 +1,195 @@
+"""The objective of §1: normalised masked feature loss + α-norm + V^β total variation.
+
+Everything is per batch item, so a batch of images × restarts × settings is as many
+independent problems, and summing the per-item energies gives each item its own gradient.
+In pixel units (x = mean-subtracted image, 0..255 scale):
+
+    E(x) = loss(Φ(x), Φ0) + [ (λ_TV/2)·TV_β(x) + (λ_L2/2)·Σ|x|^α ] / σ²
+
+which in the paper's variable u = x/σ reads loss + λ_Vβ·σ^(β−2)·R_Vβ(u) + λ_α·R_α(u) with
+λ_Vβ = λ_TV/2 and λ_α = (λ_L2/2)·σ^(α−2).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .errors import CodeError, SettingsError
+
+SIGMA_227 = 27098.1157  # norm of a typical mean-subtracted 227x227x3 image (reference code)
+LAMBDA_L2 = 8e-10
+ALPHA = 6.0
+BETA = 2.0
+TV_CLAMP = 1e-5  # the reference clamps the inner magnitude in the derivative when β < 2
+LOSSES = ("l2", "l1", "inner")
+
+
+def sigma(channels: int, height: int, width: int) -> float:
+    """σ for an image of this size: the reference's constant for 3x227x227, scaled with the
+    square root of the number of values (the reference used only 227x227)."""
+    return SIGMA_227 * math.sqrt(channels * height * width / (3 * 227 * 227))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What can differ between the items of one batch: the regulariser and the feature mask.
+
+    ``neigh``: keep only the central N×N positions of the code. ``group``: keep the first (1)
+    or second (2) half of the channels. ``channels``: keep any set of channel indices."""
+
+    lambda_tv: float = 1.0
+    beta: float = BETA
+    lambda_l2: float = LAMBDA_L2
+    alpha: float = ALPHA
+    neigh: int | None = None
+    group: int | None = None
+    channels: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        for name in ("lambda_tv", "lambda_l2"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise SettingsError(f"{name} must be a finite number >= 0, not {v!r}")
+        for name in ("beta", "alpha"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise SettingsError(f"{name} must be a finite number > 0, not {v!r} "
+                                    f"(the paper uses beta 2, or 1 for the spikes figure, alpha 6)")
+        if self.neigh is not None and (not isinstance(self.neigh, int) or self.neigh < 1):
+            raise SettingsError(f"neigh must be a positive integer (the paper uses 5), not {self.neigh!r}")
+        if self.group not in (None, 1, 2):
+            raise SettingsError(f"group must be 1 or 2 (first or second half of the channels), not {self.group!r}")
+        if self.group is not None and self.channels is not None:
+            raise SettingsError("give either group or channels, not both")
+        if self.channels is not None:
+            object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+    @property
+    def lambda_vbeta(self) -> float:
+        return self.lambda_tv / 2
+
+    def lambda_alpha(self, sigma_: float) -> float:
+        return self.lambda_l2 / 2 * sigma_ ** (self.alpha - 2)
+
+    def describe(self, sigma_: float) -> dict:
+        d = asdict(self)
+        d.update(lambda_vbeta=self.lambda_vbeta, lambda_alpha=self.lambda_alpha(sigma_), sigma=sigma_)
+        return d
+
+
+def mask(code_shape: tuple[int, ...], setting: Setting, layer: str = "this layer") -> torch.Tensor:
+    """A 0/1 tensor of ``code_shape`` keeping the features ``setting`` selects."""
+    m = torch.ones(code_shape)
+    channels = code_shape[0]
+    if setting.neigh is not None:
+        if len(code_shape) != 3:
+            raise SettingsError(f"neigh needs a spatial code, but {layer} is a flat vector of {channels} "
+                                f"values; use a convolutional layer or drop neigh")
+        n = setting.neigh
+        h, w = code_shape[1:]
+        if n > min(h, w):
+            raise SettingsError(f"neigh {n} is larger than the {h}x{w} map of {layer}; use neigh <= {min(h, w)}")
+        keep = torch.zeros(h, w)
+        top, left = (h - n) // 2, (w - n) // 2
+        keep[top:top + n, left:left + n] = 1
+        m = m * keep
+    if setting.group is not None:
+        half = channels // 2
+        index = range(half) if setting.group == 1 else range(half, channels)
+        m = m * _channel_keep(code_shape, index)
+    if setting.channels is not None:
+        bad = [c for c in setting.channels if not 0 <= c < channels]
+        if bad:
+            raise SettingsError(f"channel indices {bad} out of range for {layer} ({channels} channels)")
+        m = m * _channel_keep(code_shape, setting.channels)
+    return m
+
+
+def _channel_keep(code_shape, index) -> torch.Tensor:
+    keep = torch.zeros(code_shape[0])
+    keep[list(index)] = 1
+    return keep.view(-1, *([1] * (len(code_shape) - 1)))
+
+
+class _PowClamped(torch.autograd.Function):
+    """v^p with the derivative's v clamped below at ``eps`` (finite at v = 0 when p < 1)."""
+
+    @staticmethod
+    def forward(ctx, v, p, eps):
+        ctx.save_for_backward(v, p)
+        ctx.eps = eps
+        return v.pow(p)
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, p = ctx.saved_tensors
+        return grad * p * v.clamp_min(ctx.eps).pow(p - 1), None, None
+
+
+def tv_beta(x: torch.Tensor, beta) -> torch.Tensor:
+    """TV_β per item: Σ_{c,i,j} (dx² + dy²)^(β/2), forward differences, zero past the border."""
+    dx = torch.zeros_like(x)
+    dy = torch.zeros_like(x)
+    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
+    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    v = dx * dx + dy * dy
+    p = (torch.as_tensor(beta, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.dim() - 1))) / 2).expand_as(v)
+    return _PowClamped.apply(v, p, TV_CLAMP).flatten(1).sum(1)
+
+
+def alpha_norm(x: torch.Tensor, alpha) -> torch.Tensor:
+    """Σ |x|^α per item."""
+    a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.dim() - 1)))
+    return x.abs().pow(a).flatten(1).sum(1)
+
+
+def feature_loss(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    """Per-item loss normalised by the masked target: l2 ||m(Φ−Φ0)||²/||mΦ0||², l1 the same with
+    1-norms, inner −⟨mΦ, Φ0⟩/||mΦ0||²."""
+    d = (phi - phi0).flatten(1)
+    m = m.flatten(1)
+    t = phi0.flatten(1)
+    if kind == "l2":
+        return (m * d * d).sum(1) / (m * t * t).sum(1)
+    if kind == "l1":
+        return (m * d.abs()).sum(1) / (m * t.abs()).sum(1)
+    if kind == "inner":
+        return -(m * phi.flatten(1) * t).sum(1) / (m * t * t).sum(1)
+    raise SettingsError(f"unknown loss {kind!r}; valid losses: {', '.join(LOSSES)}")
+
+
+def relative_error(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """||m(Φ(x)−Φ0)|| / ||mΦ0|| per item."""
+    return feature_loss(phi, phi0, m, "l2").sqrt()
+
+
+class Objective:
+    """E(x) for a batch: item b has target ``targets[b]``, mask ``masks[b]`` and ``settings[b]``."""
+
+    def __init__(self, representation, targets: torch.Tensor, masks: torch.Tensor,
+                 settings: list[Setting], image_shape: tuple[int, int, int], loss: str = "l2"):
+        if loss not in LOSSES:
+            raise SettingsError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
+        norms = (masks * targets * targets).flatten(1).sum(1)
+        if bool((norms == 0).any()):
+            raise CodeError(f"the target code of {representation.layer} is all zero under the mask, so "
+                            f"the normalised loss is undefined; choose another layer, image or mask")
+        dev, dt = targets.device, targets.dtype
+        self.rep, self.targets, self.masks, self.loss = representation, targets, masks, loss
+        self.sigma = sigma(*image_shape)
+        self.beta = torch.tensor([s.beta for s in settings], device=dev, dtype=dt)
+        self.alpha = torch.tensor([s.alpha for s in settings], device=dev, dtype=dt)
+        self.tv_weight = torch.tensor([s.lambda_tv / 2 / self.sigma ** 2 for s in settings], device=dev, dtype=dt)
+        self.l2_weight = torch.tensor([s.lambda_l2 / 2 / self.sigma ** 2 for s in settings], device=dev, dtype=dt)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = feature_loss(self.rep(x), self.targets, self.masks, self.loss)
+        tv = self.tv_weight * tv_beta(x, self.beta)
+        alpha = self.l2_weight * alpha_norm(x, self.alpha)
+        return loss + tv + alpha, {"loss": loss, "tv": tv, "alpha": alpha}
+
+    @torch.no_grad()
+    def error(self, x: torch.Tensor) -> torch.Tensor:
+        return relative_error(self.rep(x), self.targets, self.masks)

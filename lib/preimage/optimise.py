@@ -1,0 +1,210 @@
+"""The render loop: gradient descent with momentum (reset when the rate changes) or Adam, on a
+batch of images × settings × restarts, with progress, callbacks and divergence checks."""
+from __future__ import annotations
+
+import datetime
+import math
+import platform
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import DivergenceError, SettingsError, StopInversion
+from .objective import Objective, Setting, mask, sigma
+from .presets import ADAM, CNN, Schedule
+from .results import TERMS, InversionResult
+
+MOMENTUM = 0.9
+PIXEL_RMS = 68.9  # Adam works on x / PIXEL_RMS so that its rates are in units of a typical pixel
+BLOW_UP = 1e4  # energy this many times its start (and above 1e3) counts as divergence
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class Progress:
+    """What a callback sees every ``every`` iterations."""
+
+    iteration: int  # iterations done
+    iterations: int  # in total
+    x: torch.Tensor  # current reconstructions (B, C, H, W), mean-subtracted, detached
+    energies: dict[str, np.ndarray]  # (iteration, B) per term so far
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SettingsError("device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return device
+
+
+def start_noise(shape: tuple[int, ...], seed: int, restart: int) -> torch.Tensor:
+    """Gaussian start of unit norm for one item, fixed by (seed, restart) alone, so an item
+    starts the same way whatever else shares its batch."""
+    state = np.random.SeedSequence([seed, restart]).generate_state(2)
+    g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    u = torch.randn(shape, generator=g, dtype=torch.float64)
+    return (u / u.norm()).float()
+
+
+def invert(representation, images: torch.Tensor | None = None, *, codes: torch.Tensor | None = None,
+           image_size: tuple[int, int] | None = None, settings: Setting | list[Setting] = Setting(),
+           restarts: int = 1, loss: str = "l2", schedule: Schedule | None = None,
+           optimizer: str = "sgd", seed: int = 0, device: str | torch.device = "auto",
+           progress: bool = True, callback: Callable[[Progress], None] | None = None,
+           every: int = 10, batch_size: int | None = None) -> InversionResult:
+    """Reconstruct images from their codes at ``representation``'s layer.
+
+    Give ``images`` (N, C, H, W), mean-subtracted pixels, or ``codes`` (N, *code shape) with the
+    ``image_size`` (H, W) to reconstruct. Every image is inverted under every setting with
+    ``restarts`` random starts; items are ordered image-major, then setting, then restart, and
+    run ``batch_size`` at a time (all at once by default). A callback may raise StopInversion
+    to end early; the result then holds the iterations done.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise SettingsError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    if not isinstance(restarts, int) or restarts < 1:
+        raise SettingsError(f"restarts must be a positive integer, not {restarts!r}")
+    schedule = schedule or (ADAM if optimizer == "adam" else CNN)
+    settings = [settings] if isinstance(settings, Setting) else list(settings)
+    device = resolve_device(device)
+    rep = representation.to(device)
+    shape, targets = _targets(rep, images, codes, image_size, device)
+    code_shape = tuple(targets.shape[1:])
+    masks = [mask(code_shape, s, rep.layer).to(device) for s in settings]
+    items = np.array([(n, s, r) for n in range(len(targets)) for s in range(len(settings))
+                      for r in range(restarts)], dtype=np.int64).reshape(-1, 3)
+    batch_size = batch_size or len(items)
+
+    t0 = time.perf_counter()
+    chunks = []
+    bar = _bar(progress, schedule.iterations * math.ceil(len(items) / batch_size), rep.label)
+    try:
+        for lo in range(0, len(items), batch_size):
+            part = items[lo:lo + batch_size]
+            objective = Objective(rep, targets[part[:, 0]], torch.stack([masks[s] for s in part[:, 1]]),
+                                  [settings[s] for s in part[:, 1]], shape, loss)
+            start = torch.stack([start_noise(shape, seed, int(r)) for r in part[:, 2]]).to(device)
+            chunks.append(_descend(objective, start, schedule, optimizer, bar, callback, every, lo))
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+
+    x = torch.cat([c[0] for c in chunks])
+    n_done = min(len(c[1]["total"]) for c in chunks)
+    energies = {k: np.concatenate([c[1][k][:n_done] for c in chunks], axis=1) for k in TERMS}
+    error = torch.cat([c[2] for c in chunks]).cpu().numpy()
+    s = sigma(*shape)
+    provenance = {
+        "representation": rep.describe(), "label": rep.label, "image_size": list(shape[1:]),
+        "settings": [st.describe(s) for st in settings], "restarts": restarts, "loss": loss,
+        "optimizer": optimizer, "momentum": MOMENTUM if optimizer == "sgd" else None,
+        "schedule": schedule.describe(), "iterations": schedule.iterations, "iterations_run": n_done,
+        "seed": seed, "batch_size": batch_size, "device": _device_name(device),
+        "versions": {"preimage": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return InversionResult(x=x.cpu().numpy(), mean=rep.mean, energies=energies, error=error,
+                           items=items, time_s=elapsed, provenance=provenance)
+
+
+def _targets(rep, images, codes, image_size, device):
+    from .errors import CodeError
+    if (images is None) == (codes is None):
+        raise SettingsError("give either images or codes to invert")
+    if images is not None:
+        images = torch.as_tensor(images, dtype=torch.float32)
+        if images.dim() != 4 or images.shape[1] != rep.in_channels:
+            raise SettingsError(f"images must be (N, {rep.in_channels}, H, W), not {tuple(images.shape)}")
+        rep.check_image_size(*images.shape[2:])
+        with torch.no_grad():
+            targets = rep(images.to(device))
+        return (images.shape[1], *images.shape[2:]), targets
+    if image_size is None:
+        raise SettingsError("inverting codes needs image_size=(H, W), the size of the image to reconstruct")
+    h, w = image_size
+    expected = rep.code_shape(h, w)
+    codes = torch.as_tensor(codes, dtype=torch.float32)
+    if tuple(codes.shape[1:]) != expected:
+        raise CodeError(f"code shape {tuple(codes.shape[1:])} does not match {rep.model} {rep.layer}, whose "
+                        f"code for a {h}x{w} image has shape {expected}; encode the image with the same "
+                        f"model, layer and size")
+    if not torch.isfinite(codes).all():
+        raise CodeError("the code holds NaN or Inf values")
+    return (rep.in_channels, h, w), codes.to(device)
+
+
+def _descend(objective: Objective, start, schedule, optimizer, bar, callback, every, offset):
+    """Run one chunk; returns (x, energies as numpy (T, B) per term, final errors)."""
+    rates = schedule.rates()
+    B = start.shape[0]
+    record = torch.zeros(len(rates), len(TERMS), B, device=start.device)
+    s = objective.sigma
+    scale = s if optimizer == "sgd" else PIXEL_RMS  # x = scale * variable
+    var = (start * (s / scale)).requires_grad_(True)
+    velocity = torch.zeros_like(var)
+    adam = torch.optim.Adam([var], lr=rates[0]) if optimizer == "adam" else None
+    first = None
+    done = 0
+    for it, rate in enumerate(rates):
+        total, terms = objective(scale * var)
+        record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
+        grad, = torch.autograd.grad(total.sum(), var)
+        with torch.no_grad():
+            if adam is None:
+                if it > 0 and rate != rates[it - 1]:
+                    velocity.zero_()
+                velocity.mul_(MOMENTUM).sub_(rate * grad)
+                var.add_(velocity)
+            else:
+                adam.param_groups[0]["lr"] = rate
+                var.grad = grad
+                adam.step()
+        done = it + 1
+        bar.update(1)
+        if done % every == 0 or done == len(rates):
+            first = _check(record, done, first, rate, offset)
+            if callback is not None:
+                try:
+                    callback(_progress(done, len(rates), scale * var.detach(), record))
+                except StopInversion:
+                    break
+    x = (scale * var).detach()
+    return x, _progress(done, len(rates), x, record).energies, objective.error(x)
+
+
+def _check(record, done, first, rate, offset):
+    """Raise DivergenceError on NaN/Inf or a blown-up energy; returns the starting energy."""
+    total = record[:done, 3]
+    first = total[0].abs().clamp_min(1.0) if first is None else first
+    bad_nan = ~torch.isfinite(total).all(0)
+    bad_big = (total[done - 1].abs() > BLOW_UP * first) & (total[done - 1].abs() > 1e3)
+    bad = (bad_nan | bad_big).nonzero().flatten().tolist()
+    if bad:
+        what = "became NaN or Inf" if bool(bad_nan.any()) else f"grew more than {BLOW_UP:g} times"
+        raise DivergenceError(
+            f"the inversion diverged: the energy of batch item(s) {[b + offset for b in bad]} {what} by "
+            f"iteration {done} (learning rate {rate:g}). Lower the learning rate (a smaller schedule), "
+            f"lower lambda_tv or use beta 2, or try optimizer adam")
+    return first
+
+
+def _progress(done, iterations, x, record) -> Progress:
+    rec = record[:done].cpu().numpy()
+    return Progress(done, iterations, x, {k: rec[:, i] for i, k in enumerate(TERMS)})
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

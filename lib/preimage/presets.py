@@ -1,0 +1,61 @@
+"""The paper's recipes: learning-rate schedules, per-layer λ, and the quick profile."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import SettingsError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Piecewise-constant learning rate: ``steps`` is ((rate, iterations), ...). Momentum
+    restarts from zero whenever the rate changes."""
+
+    steps: tuple[tuple[float, int], ...]
+
+    @property
+    def iterations(self) -> int:
+        return sum(n for _, n in self.steps)
+
+    def rates(self) -> list[float]:
+        return [rate for rate, n in self.steps for _ in range(n)]
+
+    def scaled(self, iterations: int) -> "Schedule":
+        """The same rates over ``iterations`` in total, each phase kept in proportion."""
+        if not isinstance(iterations, int) or iterations < 1:
+            raise SettingsError(f"iterations must be a positive integer, not {iterations!r}")
+        total, done, steps = self.iterations, 0, []
+        for i, (rate, n) in enumerate(self.steps):
+            end = round(iterations * sum(m for _, m in self.steps[:i + 1]) / total)
+            if end > done:
+                steps.append((rate, end - done))
+                done = end
+        return Schedule(tuple(steps))
+
+    def describe(self) -> list[list[float]]:
+        return [[rate, n] for rate, n in self.steps]
+
+
+# Reference code (experiment_cnn.m, experiment_shallow.m), rates for the normalised variable u.
+CNN = Schedule(((0.004, 100), (0.0004, 200), (0.00004, 100)))
+SHALLOW = Schedule(((0.004, 200), (0.0004, 200), (0.00004, 200), (0.000004, 200)))
+RECEPTIVE_FIELD = Schedule(((0.0004, 200), (0.00004, 200), (0.000004, 200)))
+# Not in the paper: Adam on x / 68.9 (pixels in units of a typical pixel's RMS), same phases.
+ADAM = Schedule(((0.05, 100), (0.005, 200), (0.0005, 100)))
+
+SCHEDULES = {"cnn": CNN, "shallow": SHALLOW, "receptive_field": RECEPTIVE_FIELD, "adam": ADAM}
+
+# Fig. 6: λ_TV by layer block (layers 1-6: 1, 7-12: 10, 13-20: 100 in CaffeNet's numbering).
+FIG6_LAMBDA_TV = {**dict.fromkeys(["conv1", "relu1", "pool1", "norm1", "conv2", "relu2"], 1.0),
+                  **dict.fromkeys(["pool2", "norm2", "conv3", "relu3", "conv4", "relu4"], 10.0),
+                  **dict.fromkeys(["conv5", "relu5", "pool5", "fc6", "relu6", "fc7", "relu7", "fc8"], 100.0)}
+
+PROFILES = {"quick": 100, "paper": None}  # iterations per inversion; None keeps the schedule's
+
+
+def schedule_for(profile: str, schedule: Schedule = CNN) -> Schedule:
+    """``schedule`` as run in ``profile``: 'paper' keeps it, 'quick' shortens it for CPUs and CI."""
+    if profile not in PROFILES:
+        raise SettingsError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    n = PROFILES[profile]
+    return schedule if n is None else schedule.scaled(n)

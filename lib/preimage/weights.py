@@ -1,0 +1,140 @@
+"""Every way weights arrive: the torch hub cache, a download, a local file, or a seeded random
+initialisation. Files are loaded with ``weights_only=True`` and checked against their hash."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import WeightsError
+
+OFFLINE_ENV = "PREIMAGE_OFFLINE"  # set to 1 to never attempt a download (tests set it)
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A published weights file: where it comes from and the sha256 prefix it must have (the
+    torch hub convention: the prefix is part of the file name)."""
+
+    url: str
+    sha256_prefix: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @classmethod
+    def from_url(cls, url: str) -> "WeightsFile":
+        stem = url.rsplit("/", 1)[-1].split(".")[0]
+        return cls(url, stem.rsplit("-", 1)[-1])
+
+
+def checkpoint_dir() -> Path:
+    """Where torch hub caches checkpoints ($TORCH_HOME/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_hash(path: Path, spec: WeightsFile) -> None:
+    digest = sha256(path)
+    if not digest.startswith(spec.sha256_prefix):
+        raise WeightsError(
+            f"{path} has sha256 {digest[:12]}…, expected a hash starting {spec.sha256_prefix}: the file "
+            f"is corrupt, truncated or a different model. Delete it and download {spec.url} again "
+            f"into {path.parent}")
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get(OFFLINE_ENV, "") not in ("1", "true", "yes")
+
+
+def fetch(spec: WeightsFile, download: bool | None = None) -> Path:
+    """The checked local path of ``spec``: the cached file, else a download into the cache,
+    else an error that says where to put the file."""
+    path = checkpoint_dir() / spec.filename
+    if not path.exists():
+        if download is None:
+            download = downloads_allowed()
+        reason = f"downloads are switched off ({OFFLINE_ENV}=1)"
+        if download:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(spec.url, str(path), hash_prefix=spec.sha256_prefix,
+                                               progress=False)
+            except Exception as e:  # no network, HTTP error, hash mismatch: all end the same way
+                reason = f"the download failed ({type(e).__name__}: {e})"
+        if not path.exists():
+            raise WeightsError(
+                f"weights file {spec.filename} not found in {path.parent} and {reason}. Get it on a "
+                f"machine with internet (e.g. `curl -L -o {spec.filename} {spec.url}`) and copy it "
+                f"to {path} (set TORCH_HOME to use another cache), or pass --weights PATH to a "
+                f"state_dict file, or --weights random for an untrained network")
+    check_hash(path, spec)
+    return path
+
+
+def load_state_dict(path: str | os.PathLike, module: nn.Module) -> dict[str, torch.Tensor]:
+    """A state_dict read safely from ``path`` and checked to fit ``module`` key by key."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass imagenet, random or the path "
+                           f"of a state_dict saved with torch.save(model.state_dict(), PATH)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"cannot read {path} as a PyTorch state_dict ({type(e).__name__}: {e}); "
+                           f"save one with torch.save(model.state_dict(), PATH)") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = [f"missing keys: {', '.join(missing[:5])}" if missing else "",
+                 f"unexpected keys: {', '.join(unexpected[:5])}" if unexpected else "",
+                 f"wrong shapes: {', '.join(wrong[:5])}" if wrong else ""]
+        raise WeightsError(f"{path} does not fit {type(module).__name__}: "
+                           + "; ".join(p for p in parts if p))
+    return state
+
+
+def random_init(module: nn.Module, seed: int) -> None:
+    """Re-initialise ``module`` reproducibly, whatever the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+
+def apply(module: nn.Module, weights: str, spec: WeightsFile | None, seed: int = 0) -> tuple[str, bool]:
+    """Load ``weights`` ('imagenet', 'random' or a path) into ``module``. Returns the label that
+    provenance records and whether the weights are trained."""
+    if weights == "random":
+        random_init(module, seed)
+        return f"random(seed={seed})", False
+    if weights == "imagenet":
+        if spec is None:
+            raise WeightsError("this model has no published ImageNet weights; pass a path or random")
+        path = fetch(spec)
+        label = f"imagenet ({spec.filename})"
+    else:
+        path = Path(weights)
+        label = None
+    module.load_state_dict(load_state_dict(path, module))
+    return label or f"file {path.name} (sha256 {sha256(path)[:12]})", True
