@@ -46,18 +46,20 @@ class InversionResult:
         return int(hits[0])
 
     def summary(self) -> dict:
-        return {"error": self.error.tolist(), "time_s": self.time_s, "items": self.items.tolist(),
-                **self.provenance}
+        return {"error": self.error.tolist(), "time_s": self.time_s,
+                "settings": self.provenance.get("settings"), "items": self.items.tolist(),
+                "mean": list(self.mean), "provenance": self.provenance}
 
-    def save(self, stem: str | Path) -> tuple[Path, Path]:
-        """Write ``stem.npz`` (arrays) and ``stem.json`` (errors, time, provenance), atomically."""
+    def save(self, stem: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
+        """Write ``stem.npz`` (arrays) and ``stem.json`` (errors, time, provenance, and ``extra``
+        keys on top), each atomically."""
         stem = Path(stem)
         npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
         with atomic_path(npz) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, x=self.x, error=self.error, items=self.items,
                                     **{f"energy_{k}": v for k, v in self.energies.items()})
-        write_json(js, {"mean": list(self.mean), **self.summary()})
+        write_json(js, {**self.summary(), **(extra or {})})
         return npz, js
 
     @classmethod
@@ -67,6 +69,5 @@ class InversionResult:
         with np.load(stem.with_suffix(".npz")) as z:
             energies = {k[len("energy_"):]: z[k] for k in z.files if k.startswith("energy_")}
             x, error, items = z["x"], z["error"], z["items"]
-        provenance = {k: v for k, v in meta.items() if k not in ("mean", "error", "time_s", "items")}
         return cls(x=x, mean=tuple(meta["mean"]), energies=energies, error=error, items=items,
-                   time_s=meta["time_s"], provenance=provenance)
+                   time_s=meta["time_s"], provenance=meta["provenance"])

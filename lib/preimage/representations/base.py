@@ -81,9 +81,12 @@ class Representation(nn.Module):
         return super().train(False)
 
     @property
+    def weights_label(self) -> str:
+        return self.weights if self.trained else f"{self.weights} weights, untrained"
+
+    @property
     def label(self) -> str:
-        weights = self.weights if self.trained else f"{self.weights} weights, untrained"
-        return f"{self.model} {self.layer} ({weights})"
+        return f"{self.model} {self.layer} ({self.weights_label})"
 
     def min_image_size(self) -> int:
         """Smallest image side this layer accepts: its receptive field, except that fully

@@ -1,0 +1,32 @@
+# Two commands for a fresh clone (Linux, Python 3.11): `make figures` and `make test`.
+# The first run of either creates .venv and installs everything into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+DEVICE ?= auto
+ONLY ?=
+# torch and torchvision are installed first, pinned to the releases this project is tested with
+# (on the build machines they install from local wheels; elsewhere pip downloads them).
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: figures test venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+figures: $(STAMP)
+	$(PY) -m preimage.notebooks --profile $(PROFILE) --device $(DEVICE) $(if $(ONLY),--only $(ONLY))
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf build .pytest_cache

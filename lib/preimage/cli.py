@@ -1,0 +1,181 @@
+"""Command line: ``python -m preimage layers | encode | invert``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import images, presets, representations
+from .atomic import atomic_path
+from .errors import CodeError, PreimageError, SettingsError
+from .objective import Setting
+from .optimise import OPTIMIZERS, invert
+
+CODE_FORMAT = "preimage-code-1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PreimageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m preimage", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    lay = sub.add_parser("layers", help="list a model's layers with channels and receptive field")
+    lay.add_argument("--model", default="alexnet")
+    lay.set_defaults(run=cmd_layers)
+
+    enc = sub.add_parser("encode", help="compute an image's code at a layer")
+    enc.add_argument("image", help="image file, or the name of a shipped image (e.g. astronaut)")
+    _model_args(enc)
+    enc.add_argument("--out", required=True, type=Path, help="code file to write (.npz)")
+    enc.set_defaults(run=cmd_encode)
+
+    inv = sub.add_parser("invert", help="reconstruct an image from its code at a layer")
+    inv.add_argument("image", nargs="?", help="image file or shipped image name (or give --code)")
+    inv.add_argument("--code", type=Path, help="a code file written by `encode`, instead of an image")
+    _model_args(inv)
+    inv.add_argument("--lambda-tv", type=float, default=None,
+                     help="λ_TV (λ_Vβ = λ_TV/2); default: the paper's Fig. 6 value for the layer (1, 10 or 100)")
+    inv.add_argument("--beta", type=float, default=2.0, help="exponent β of the V^β regulariser (default 2)")
+    inv.add_argument("--lambda-l2", type=float, default=Setting.lambda_l2, help="λ_L2 of the α-norm (default 8e-10)")
+    inv.add_argument("--alpha", type=float, default=Setting.alpha, help="α of the α-norm (default 6)")
+    inv.add_argument("--iters", type=int, default=None, help="iterations (default: the schedule's, 400)")
+    inv.add_argument("--restarts", type=int, default=1, help="random restarts, optimised as one batch")
+    inv.add_argument("--neigh", type=int, default=None, help="use only the central N×N positions of the code")
+    inv.add_argument("--group", type=int, choices=(1, 2), default=None, help="use only the first or second half of the channels")
+    inv.add_argument("--loss", choices=("l2", "l1", "inner"), default="l2")
+    inv.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    inv.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    inv.add_argument("--seed", type=int, default=0, help="seed of the random starts (and of random weights)")
+    inv.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
+    inv.add_argument("--out", required=True, type=Path, help="folder for the PNGs, result.json and result.npz")
+    inv.set_defaults(run=cmd_invert)
+    return p
+
+
+def _model_args(p):
+    p.add_argument("--model", default="alexnet", help=f"one of {', '.join(representations.models())}")
+    p.add_argument("--layer", required=True)
+    p.add_argument("--weights", default="imagenet", help="imagenet, random or the path of a state_dict")
+    p.add_argument("--size", type=int, default=None, help="resize the image to SIZE×SIZE (default: the model's input size)")
+    p.add_argument("--fit", choices=("crop", "warp"), default="crop",
+                   help="crop: central square then resize (default); warp: stretch as the reference code")
+
+
+def cmd_layers(args) -> int:
+    rows = representations.layers(args.model)
+    print(f"{'layer':8} {'channels':>8} {'field':>6} {'stride':>6} {'offset':>7}")
+    for l in rows:
+        rf = l.receptive_field
+        print(f"{l.name:8} {l.channels:8d} {rf.size:6d} {rf.stride:6d} {rf.offset:7.1f}")
+    return 0
+
+
+def _load_image(args, rep) -> tuple[torch.Tensor, np.ndarray]:
+    rgb, notes = images.load(args.image)
+    for note in notes:
+        print(f"note: {args.image}: {note}", file=sys.stderr)
+    size = args.size or rep.input_size
+    if size is not None:
+        if size < 1:
+            raise SettingsError(f"--size must be positive, not {size}")
+        rgb = images.fit(rgb, size, args.fit)
+    rep.check_image_size(*rgb.shape[:2])
+    return images.to_input(rgb, rep.mean), rgb
+
+
+def _writable_dir(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PreimageError(f"cannot write to {folder} ({e.strerror or e}); choose another --out") from None
+    return folder
+
+
+def cmd_encode(args) -> int:
+    if args.out.suffix != ".npz":
+        raise PreimageError(f"--out must name a .npz file, not {args.out}")
+    _writable_dir(args.out.parent if str(args.out.parent) else Path("."))
+    rep = representations.get(args.model, args.layer, args.weights, seed=0)
+    x, rgb = _load_image(args, rep)
+    with torch.no_grad():
+        code = rep(x).numpy()
+    meta = {"format": CODE_FORMAT, "image": str(args.image), "image_size": list(rgb.shape[:2]),
+            "fit": args.fit, **rep.describe()}
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, code=code, meta=json.dumps(meta))
+    print(f"wrote {args.out}: {rep.label}, code shape {code.shape[1:]}, image {rgb.shape[0]}x{rgb.shape[1]}")
+    return 0
+
+
+def read_code(path: Path) -> tuple[np.ndarray, dict]:
+    """The code array (N, ...) and its metadata from a file written by ``encode``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            code, meta = z["code"], json.loads(str(z["meta"]))
+    except FileNotFoundError:
+        raise CodeError(f"code file {path} not found") from None
+    except Exception as e:
+        raise CodeError(f"cannot read {path} as a code file written by `python -m preimage encode` "
+                        f"({type(e).__name__}: {e})") from None
+    if meta.get("format") != CODE_FORMAT:
+        raise CodeError(f"{path} is not a code file of format {CODE_FORMAT}")
+    return code, meta
+
+
+def cmd_invert(args) -> int:
+    if (args.image is None) == (args.code is None):
+        raise PreimageError("give either an IMAGE or --code FILE to invert")
+    out = _writable_dir(args.out)
+    lambda_tv = args.lambda_tv if args.lambda_tv is not None else presets.FIG6_LAMBDA_TV.get(args.layer, 1.0)
+    setting = Setting(lambda_tv=lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
+                      neigh=args.neigh, group=args.group)
+    schedule = presets.ADAM if args.optimizer == "adam" else presets.CNN
+    if args.iters is not None:
+        schedule = schedule.scaled(args.iters)
+    rep = representations.get(args.model, args.layer, args.weights, seed=args.seed)
+    common = dict(settings=setting, restarts=args.restarts, loss=args.loss, schedule=schedule,
+                  optimizer=args.optimizer, seed=args.seed, device=args.device, progress=args.progress)
+    if args.code is not None:
+        code, meta = read_code(args.code)
+        if (meta.get("model"), meta.get("layer")) != (rep.model, rep.layer):
+            raise CodeError(f"{args.code} holds a code of {meta.get('model')} {meta.get('layer')}, not "
+                            f"{rep.model} {rep.layer}; pass --model {meta.get('model')} --layer {meta.get('layer')}")
+        if meta.get("weights") != rep.weights:
+            print(f"warning: the code was computed with weights {meta.get('weights')}, the inversion uses "
+                  f"{rep.weights}", file=sys.stderr)
+        result = invert(rep, codes=torch.from_numpy(code), image_size=tuple(meta["image_size"]), **common)
+        source = str(args.code)
+    else:
+        x, _ = _load_image(args, rep)
+        result = invert(rep, x, **common)
+        source = str(args.image)
+
+    shown = result.display()
+    names = ["reconstruction.png"] if len(shown) == 1 else [f"reconstruction_{r}.png" for r in range(len(shown))]
+    for name, im in zip(names, shown):
+        images.save_png(out / name, im)
+    error = result.error.tolist()
+    result.save(out / "result", extra={
+        "error": error[0] if len(error) == 1 else error, "source": source,
+        "settings": result.provenance["settings"][0], "files": names + ["result.npz"]})
+    errors = ", ".join(f"{e:.4f}" for e in error)
+    print(f"{rep.label}: relative error {errors} in {result.time_s:.1f} s; wrote {out}/" + ", ".join(names)
+          + " and result.json")
+    return 0

@@ -1,0 +1,64 @@
+"""Figure layout helpers and atomic saving with provenance (PNG + PDF + JSON side by side)."""
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path, write_json
+
+
+def grid(panels: list[list[np.ndarray | None]], titles: list[list[str]] | None = None,
+         suptitle: str | None = None, cell: float = 2.0):
+    """A figure of image panels (rows of (H, W, 3) arrays in [0, 1]; None leaves a gap)."""
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(panels), max(len(r) for r in panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + (0.5 if suptitle else 0)),
+                             squeeze=False)
+    for i in range(rows):
+        for j in range(cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j < len(panels[i]) and panels[i][j] is not None:
+                ax.imshow(np.clip(panels[i][j], 0, 1), interpolation="lanczos")
+                if titles and j < len(titles[i]) and titles[i][j]:
+                    ax.set_title(titles[i][j], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def energy_plot(curves: dict[str, np.ndarray], title: str = "", term: str = "loss"):
+    """The ``term`` energy against iteration, one line per label (log scale)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, values in curves.items():
+        ax.semilogy(np.arange(1, len(values) + 1), values, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"{term} term")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, stem: str | Path, provenance: dict) -> list[Path]:
+    """Write ``stem``.png, .pdf and .json (the provenance, plus the time and machine), each
+    atomically, so that a failed run never leaves a half-written figure over a good one."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = stem.with_suffix(f".{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    record = {"figure": stem.name, "written": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), "machine": f"{platform.node()} ({platform.machine()})", **provenance}
+    write_json(stem.with_suffix(".json"), record)
+    return paths + [stem.with_suffix(".json")]
