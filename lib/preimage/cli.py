@@ -142,13 +142,13 @@ def read_code(path: Path) -> tuple[np.ndarray, dict]:
 def cmd_invert(args) -> int:
     if (args.image is None) == (args.code is None):
         raise PreimageError("give either an IMAGE or --code FILE to invert")
-    out = _writable_dir(args.out)
     lambda_tv = args.lambda_tv if args.lambda_tv is not None else presets.FIG6_LAMBDA_TV.get(args.layer, 1.0)
     setting = Setting(lambda_tv=lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
                       neigh=args.neigh, group=args.group)
     schedule = presets.ADAM if args.optimizer == "adam" else presets.CNN
     if args.iters is not None:
         schedule = schedule.scaled(args.iters)
+    out = _writable_dir(args.out)
     rep = representations.get(args.model, args.layer, args.weights, seed=args.seed)
     common = dict(settings=setting, restarts=args.restarts, loss=args.loss, schedule=schedule,
                   optimizer=args.optimizer, seed=args.seed, device=args.device, progress=args.progress)

@@ -56,7 +56,9 @@ def to_rgb(im: Image.Image) -> tuple[np.ndarray, list[str]]:
         im = Image.alpha_composite(white, rgba)
     elif im.mode in ("L", "1"):
         notes.append("converted grayscale to RGB by repeating the channel")
-    elif im.mode not in ("RGB", "P"):
+    elif im.mode == "P":
+        notes.append("converted the palette (P) image to RGB")
+    elif im.mode != "RGB":
         notes.append(f"converted {im.mode} to RGB")
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), notes
 

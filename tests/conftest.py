@@ -1,0 +1,61 @@
+"""Shared fixtures: an offline, $HOME-free environment, a test photo and a small linear
+representation whose inverse exists."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import preimage
+from preimage.receptive_field import Geometry
+from preimage.representations import Representation
+from preimage.representations.base import layer_table
+
+# Every directory a library, torch hub, matplotlib or Jupyter might write into.
+_DIRS = ("TORCH_HOME", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR",
+         "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_environment(tmp_path_factory):
+    """No downloads ever (PREIMAGE_OFFLINE=1) and every cache/config directory in a temporary
+    folder, so that the tests neither reach the network nor touch $HOME. Tests that need their
+    own TORCH_HOME override it with monkeypatch on top of this."""
+    root = tmp_path_factory.mktemp("env")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREIMAGE_OFFLINE", "1")
+    for name in _DIRS:
+        d = root / name.lower()
+        d.mkdir()
+        mp.setenv(name, str(d))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def photo227():
+    """The shipped astronaut photo, centre-cropped and resized to 227x227 (RGB uint8)."""
+    return preimage.images.fit(preimage.images.load("astronaut")[0], 227)
+
+
+LINEAR_MEAN = (120.0, 120.0, 120.0)
+
+
+def make_linear_rep(seed: int = 0) -> Representation:
+    """A fixed random Conv2d(3, 16, 5, stride=2): a linear map with a (left) inverse, since each
+    2x2 block of 12 input values feeds 16 outputs and the kernels tile the whole image when
+    (H - 5) is even."""
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(3, 16, 5, stride=2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) / 75 ** 0.5)
+        conv.bias.copy_(0.1 * torch.randn(conv.bias.shape, generator=g))
+    layers = layer_table([("conv", 16, Geometry(5, 2, 0), True)])
+    return Representation(conv, model="linear", layer="conv", layers=layers, weights="fixed",
+                          trained=True, mean=LINEAR_MEAN, input_size=None)
+
+
+@pytest.fixture
+def linear_rep():
+    """Factory: ``linear_rep(seed=0)`` builds the fixed linear representation."""
+    return make_linear_rep
