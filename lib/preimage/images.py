@@ -67,7 +67,7 @@ def fit(rgb: np.ndarray, size: int | tuple[int, int] | None, mode: str = "crop")
     """Resize to ``size`` (an int for a square). ``crop`` takes the central square (or aspect)
     first; ``warp`` stretches like the reference code's imresize."""
     if size is None:
-        return rgb
+        return np.array(rgb)
     h, w = (size, size) if isinstance(size, int) else size
     im = Image.fromarray(rgb)
     if mode == "crop":
@@ -78,7 +78,7 @@ def fit(rgb: np.ndarray, size: int | tuple[int, int] | None, mode: str = "crop")
         im = im.crop((left, top, left + cw, top + ch))
     elif mode != "warp":
         raise ValueError(f"fit mode must be 'crop' or 'warp', not {mode!r}")
-    return np.asarray(im.resize((w, h), Image.BICUBIC), dtype=np.uint8)
+    return np.array(im.resize((w, h), Image.BICUBIC), dtype=np.uint8)
 
 
 def to_input(rgb: np.ndarray, mean) -> torch.Tensor:

@@ -50,14 +50,15 @@ class Setting:
     def __post_init__(self):
         for name in ("lambda_tv", "lambda_l2"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise SettingsError(f"{name} must be a finite number >= 0, not {v!r}")
         for name in ("beta", "alpha"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise SettingsError(f"{name} must be a finite number > 0, not {v!r} "
                                     f"(the paper uses beta 2, or 1 for the spikes figure, alpha 6)")
-        if self.neigh is not None and (not isinstance(self.neigh, int) or self.neigh < 1):
+        if self.neigh is not None and (isinstance(self.neigh, bool) or not isinstance(self.neigh, int)
+                                       or self.neigh < 1):
             raise SettingsError(f"neigh must be a positive integer (the paper uses 5), not {self.neigh!r}")
         if self.group not in (None, 1, 2):
             raise SettingsError(f"group must be 1 or 2 (first or second half of the channels), not {self.group!r}")

@@ -64,7 +64,8 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     ``image_size`` (H, W) to reconstruct. Every image is inverted under every setting with
     ``restarts`` random starts; items are ordered image-major, then setting, then restart, and
     run ``batch_size`` at a time (all at once by default). A callback may raise StopInversion
-    to end early; the result then holds the iterations done.
+    to end the run early: the result then holds the items of the chunks started so far, with
+    the iterations done (``provenance["stopped_early"]`` is True).
     """
     if optimizer not in OPTIMIZERS:
         raise SettingsError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
@@ -91,13 +92,19 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
                                   [settings[s] for s in part[:, 1]], shape, loss)
             start = torch.stack([start_noise(shape, seed, int(r)) for r in part[:, 2]]).to(device)
             chunks.append(_descend(objective, start, schedule, optimizer, bar, callback, every, lo))
+            if chunks[-1][3]:
+                break  # a callback stopped the run: later chunks are not started
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
 
+    stopped = chunks[-1][3]
+    items = items[:sum(len(c[0]) for c in chunks)]
     x = torch.cat([c[0] for c in chunks])
-    n_done = min(len(c[1]["total"]) for c in chunks)
-    energies = {k: np.concatenate([c[1][k][:n_done] for c in chunks], axis=1) for k in TERMS}
+    n_done = max(len(c[1]["total"]) for c in chunks)
+    # a stopped chunk has fewer iterations than the chunks before it: NaN marks the ones not run
+    energies = {k: np.concatenate([np.pad(c[1][k], ((0, n_done - len(c[1][k])), (0, 0)),
+                                          constant_values=np.nan) for c in chunks], axis=1) for k in TERMS}
     error = torch.cat([c[2] for c in chunks]).cpu().numpy()
     s = sigma(*shape)
     provenance = {
@@ -105,6 +112,7 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
         "settings": [st.describe(s) for st in settings], "restarts": restarts, "loss": loss,
         "optimizer": optimizer, "momentum": MOMENTUM if optimizer == "sgd" else None,
         "schedule": schedule.describe(), "iterations": schedule.iterations, "iterations_run": n_done,
+        "stopped_early": stopped,
         "seed": seed, "batch_size": batch_size, "device": _device_name(device),
         "versions": {"preimage": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -140,7 +148,8 @@ def _targets(rep, images, codes, image_size, device):
 
 
 def _descend(objective: Objective, start, schedule, optimizer, bar, callback, every, offset):
-    """Run one chunk; returns (x, energies as numpy (T, B) per term, final errors)."""
+    """Run one chunk; returns (x, energies as numpy (T, B) per term, final errors, whether a
+    callback stopped it)."""
     rates = schedule.rates()
     B = start.shape[0]
     record = torch.zeros(len(rates), len(TERMS), B, device=start.device)
@@ -151,6 +160,7 @@ def _descend(objective: Objective, start, schedule, optimizer, bar, callback, ev
     adam = torch.optim.Adam([var], lr=rates[0]) if optimizer == "adam" else None
     first = None
     done = 0
+    stopped = False
     for it, rate in enumerate(rates):
         total, terms = objective(scale * var)
         record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
@@ -173,9 +183,10 @@ def _descend(objective: Objective, start, schedule, optimizer, bar, callback, ev
                 try:
                     callback(_progress(done, len(rates), scale * var.detach(), record))
                 except StopInversion:
+                    stopped = True
                     break
     x = (scale * var).detach()
-    return x, _progress(done, len(rates), x, record).energies, objective.error(x)
+    return x, _progress(done, len(rates), x, record).energies, objective.error(x), stopped
 
 
 def _check(record, done, first, rate, offset):
