@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import DivergenceError, SettingsError, StopInversion
+from .errors import CodeError, DivergenceError, SettingsError, StopInversion
 from .objective import Objective, Setting, mask, sigma
 from .presets import ADAM, CNN, Schedule
 from .results import TERMS, InversionResult
@@ -122,7 +122,6 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
 
 
 def _targets(rep, images, codes, image_size, device):
-    from .errors import CodeError
     if (images is None) == (codes is None):
         raise SettingsError("give either images or codes to invert")
     if images is not None:
