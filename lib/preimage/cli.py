@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--beta", type=float, default=2.0, help="exponent β of the V^β regulariser (default 2)")
     inv.add_argument("--lambda-l2", type=float, default=Setting.lambda_l2, help="λ_L2 of the α-norm (default 8e-10)")
     inv.add_argument("--alpha", type=float, default=Setting.alpha, help="α of the α-norm (default 6)")
-    inv.add_argument("--iters", type=int, default=None, help="iterations (default: the schedule's, 400)")
+    inv.add_argument("--iters", type=int, default=None,
+                     help="iterations (default: the reference schedule's, 400 for networks, 800 for hog/dsift)")
     inv.add_argument("--restarts", type=int, default=1, help="random restarts, optimised as one batch")
     inv.add_argument("--neigh", type=int, default=None, help="use only the central N×N positions of the code")
     inv.add_argument("--group", type=int, choices=(1, 2), default=None, help="use only the first or second half of the channels")
@@ -67,9 +68,11 @@ def parser() -> argparse.ArgumentParser:
 
 def _model_args(p):
     p.add_argument("--model", default="alexnet", help=f"one of {', '.join(representations.models())}")
-    p.add_argument("--layer", required=True)
-    p.add_argument("--weights", default="imagenet", help="imagenet, random or the path of a state_dict")
-    p.add_argument("--size", type=int, default=None, help="resize the image to SIZE×SIZE (default: the model's input size)")
+    p.add_argument("--layer", default=None, help="layer name (see `layers`); hog, hogb and dsift have a default")
+    p.add_argument("--weights", default=None,
+                   help="networks: imagenet (default), random, auto or the path of a state_dict; none for hog/dsift")
+    p.add_argument("--size", type=int, default=None,
+                   help="resize the image to SIZE×SIZE (default: the model's input size; hog/dsift: native size)")
     p.add_argument("--fit", choices=("crop", "warp"), default="crop",
                    help="crop: central square then resize (default); warp: stretch as the reference code")
 
@@ -144,7 +147,7 @@ def cmd_invert(args) -> int:
     lambda_tv = args.lambda_tv if args.lambda_tv is not None else presets.FIG6_LAMBDA_TV.get(args.layer, 1.0)
     setting = Setting(lambda_tv=lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
                       neigh=args.neigh, group=args.group)
-    schedule = presets.ADAM if args.optimizer == "adam" else presets.CNN
+    schedule = presets.default_schedule(args.model, args.optimizer)
     if args.iters is not None:
         schedule = schedule.scaled(args.iters)
     out = _writable_dir(args.out)

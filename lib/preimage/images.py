@@ -81,16 +81,24 @@ def fit(rgb: np.ndarray, size: int | tuple[int, int] | None, mode: str = "crop")
     return np.array(im.resize((w, h), Image.BICUBIC), dtype=np.uint8)
 
 
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # MATLAB's rgb2gray, as the reference code used
+
+
 def to_input(rgb: np.ndarray, mean) -> torch.Tensor:
-    """(1, C, H, W) float32 mean-subtracted pixels (0..255 scale) from an (H, W, C) array."""
+    """(1, C, H, W) float32 mean-subtracted pixels (0..255 scale) from an (H, W, 3) array; a
+    one-value ``mean`` asks for a grayscale input (the shallow representations' 255·gray − 128)."""
     x = torch.as_tensor(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    if len(mean) == 1 and x.shape[1] == 3:
+        x = (x * torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
     return x - torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
 
 
 def to_pixels(x, mean) -> np.ndarray:
-    """(N, H, W, C) float pixels (0..255 scale, unclipped) from mean-subtracted (N, C, H, W)."""
+    """(N, H, W, 3) float pixels (0..255 scale, unclipped) from mean-subtracted (N, C, H, W);
+    grayscale is repeated into three channels so that every consumer gets RGB."""
     x = torch.as_tensor(x).detach().float().cpu()
-    return (x + torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)).permute(0, 2, 3, 1).numpy()
+    x = x + torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    return x.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy().copy()
 
 
 def stretch(pixels: np.ndarray) -> np.ndarray:

@@ -57,6 +57,16 @@ RECEPTIVE_FIELD = Schedule(((0.0004, 200), (0.00004, 200), (0.000004, 200)))
 # Not in the paper: Adam on x / 68.9 (pixels in units of a typical pixel's RMS), same phases.
 ADAM = Schedule(((0.05, 100), (0.005, 200), (0.0005, 100)))
 
+SHALLOW_MODELS = ("hog", "hogb", "dsift")
+
+
+def default_schedule(model: str, optimizer: str = "sgd") -> Schedule:
+    """The reference schedule for ``model``: SHALLOW for HOG/DSIFT, CNN otherwise (ADAM for Adam)."""
+    if optimizer == "adam":
+        return ADAM
+    return SHALLOW if model in SHALLOW_MODELS else CNN
+
+
 SCHEDULES = {"cnn": CNN, "shallow": SHALLOW, "receptive_field": RECEPTIVE_FIELD, "adam": ADAM}
 
 # Fig. 6: λ_TV by layer block (layers 1-6: 1, 7-12: 10, 13-20: 100 in CaffeNet's numbering).
