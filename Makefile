@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[test]'
+	# cyvlfeat (VLFeat's HOG and dense SIFT, the tests' independent reference) builds against
+	# Debian's libvlfeat-dev when it is there (apt-get install libvlfeat-dev; .ci/run does it).
+	if [ -f /usr/include/vl/hog.h ]; then \
+	  $(PY) -m pip install --quiet numpy cython setuptools wheel scipy && \
+	  $(PY) -m pip install --quiet --no-build-isolation cyvlfeat; fi
 	touch $(STAMP)
 
 venv: $(STAMP)

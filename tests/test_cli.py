@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from preimage import presets
 from preimage.cli import main
 
 FAST = ["--weights", "random", "--iters", "20"]
@@ -168,3 +169,29 @@ def test_missing_weights_say_where_to_put_them(tmp_path, capsys):
 def test_neigh_on_a_flat_layer_is_refused(tmp_path, capsys):
     _fails(capsys, tmp_path / "o", "invert", "astronaut", "--layer", "fc8", *FAST, "--neigh", "5",
            "--out", tmp_path / "o", says=["neigh", "flat"])
+
+
+def test_shallow_models_from_the_command_line(tmp_path, capsys):
+    code, out, _ = run(capsys, "layers", "--model", "dsift")
+    assert code == 0 and "dsift5" in out and "dsift8" in out
+    code, out, _ = run(capsys, "invert", "chelsea", "--model", "hogb", "--size", "64", "--iters", "30",
+                       "--out", tmp_path / "hogb")
+    assert code == 0, out
+    result = json.loads((tmp_path / "hogb" / "result.json").read_text())
+    assert result["provenance"]["representation"]["layer"] == "hogb"  # the model's default layer
+    assert result["provenance"]["schedule"] == [list(s) for s in presets.SHALLOW.scaled(30).steps]
+    assert 0 < result["error"] < 1
+    assert np.asarray(Image.open(tmp_path / "hogb" / "reconstruction.png")).shape == (64, 64, 3)
+    assert run(capsys, "encode", "coffee", "--model", "dsift", "--layer", "dsift8", "--out", tmp_path / "d.npz")[0] == 0
+    with np.load(tmp_path / "d.npz") as z:
+        assert z["code"].shape[:2] == (1, 128)
+        assert json.loads(str(z["meta"]))["image_size"] == [400, 600]  # native size
+
+
+def test_shallow_model_errors(tmp_path, capsys):
+    _fails(capsys, tmp_path / "o", "invert", "astronaut", "--model", "hog", "--weights", "random",
+           "--out", tmp_path / "o", says=["hand-designed", "--weights"])
+    _fails(capsys, tmp_path / "o", "invert", "astronaut", "--model", "hog", "--size", "12",
+           "--out", tmp_path / "o", says=["12x12", "receptive field", "hog"])
+    _fails(capsys, tmp_path / "o", "invert", "astronaut", "--out", tmp_path / "o",
+           says=["needs a layer", "conv1"])

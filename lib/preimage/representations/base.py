@@ -109,7 +109,7 @@ class Representation(nn.Module):
     def code_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Shape of one image's code (without the batch axis)."""
         self.check_image_size(height, width)
-        p = next(self.body.parameters(), None)
+        p = next(self.body.parameters(), next(self.body.buffers(), None))  # HOG/DSIFT have buffers only
         x = torch.zeros(1, self.in_channels, height, width,
                         device=p.device if p is not None else "cpu",
                         dtype=p.dtype if p is not None else torch.float32)

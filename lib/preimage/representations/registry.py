@@ -7,7 +7,7 @@ from typing import Callable
 
 from ..errors import SettingsError, UnknownNameError, unknown
 from ..weights import WeightsFile, checkpoint_dir
-from . import alexnet
+from . import alexnet, dsift, hog
 from .base import LayerInfo, Representation
 
 
@@ -21,6 +21,9 @@ class Model:
 
 _MODELS = {
     "alexnet": Model(alexnet.LAYERS, alexnet.build, alexnet.IMAGENET),
+    "hog": Model(hog.HOG_LAYERS, hog.build_hog, default_layer="hog"),
+    "hogb": Model(hog.HOGB_LAYERS, hog.build_hogb, default_layer="hogb"),
+    "dsift": Model(dsift.LAYERS, dsift.build, default_layer="dsift5"),
 }
 
 
