@@ -195,3 +195,13 @@ def test_shallow_model_errors(tmp_path, capsys):
            "--out", tmp_path / "o", says=["12x12", "receptive field", "hog"])
     _fails(capsys, tmp_path / "o", "invert", "astronaut", "--out", tmp_path / "o",
            says=["needs a layer", "conv1"])
+
+
+def test_model_auto_uses_the_offline_network_and_says_so(tmp_path, capsys):
+    with pytest.warns(UserWarning, match="efficientnet_lite0"):
+        code, out, _ = run(capsys, "invert", "coffee", "--model", "auto", "--layer", "stem", "--iters", "5",
+                           "--out", tmp_path)
+    assert code == 0
+    rep = json.loads((tmp_path / "result.json").read_text())["provenance"]["representation"]
+    assert rep["model"] == "efficientnet_lite0" and rep["trained"] is True
+    assert "efficientnet_lite0 stem (imagenet" in out

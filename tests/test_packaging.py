@@ -21,11 +21,13 @@ def test_environment_yml_matches_pyproject():
     pip = dict(_split(r) for r in project["dependencies"] + project["optional-dependencies"]["test"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {}
+    entries = []
     for entry in env["dependencies"]:
-        if isinstance(entry, str):
-            name, spec = _split(entry)
-            if name not in ("python", "pip"):
-                conda[CONDA_NAMES.get(name, name)] = spec
+        entries += entry["pip"] if isinstance(entry, dict) else [entry]  # the pip: section counts too
+    for entry in entries:
+        name, spec = _split(entry)
+        if name not in ("python", "pip"):
+            conda[CONDA_NAMES.get(name, name)] = spec
     assert conda == pip
 
 

@@ -317,7 +317,7 @@ def test_unknown_model_lists_valid_models():
         representations.get("vgg99", "conv1", weights="random")
     with pytest.raises(UnknownNameError, match="valid models: alexnet"):
         representations.layers("resnet")
-    assert representations.models() == ["alexnet", "dsift", "hog", "hogb"]
+    assert representations.models() == ["alexnet", "dsift", "efficientnet_lite0", "hog", "hogb"]
 
 
 # ----------------------------------------------------------------------------- truncation

@@ -67,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _model_args(p):
-    p.add_argument("--model", default="alexnet", help=f"one of {', '.join(representations.models())}")
+    p.add_argument("--model", default="alexnet", help=f"one of {', '.join(representations.models())}, or auto "
+                   f"(AlexNet with ImageNet weights if they can be had, else the offline efficientnet_lite0)")
     p.add_argument("--layer", default=None, help="layer name (see `layers`); hog, hogb and dsift have a default")
     p.add_argument("--weights", default=None,
                    help="networks: imagenet (default), random, auto or the path of a state_dict; none for hog/dsift")
@@ -144,7 +145,9 @@ def read_code(path: Path) -> tuple[np.ndarray, dict]:
 def cmd_invert(args) -> int:
     if (args.image is None) == (args.code is None):
         raise PreimageError("give either an IMAGE or --code FILE to invert")
-    lambda_tv = args.lambda_tv if args.lambda_tv is not None else presets.FIG6_LAMBDA_TV.get(args.layer, 1.0)
+    if args.model == "auto":
+        args.model, args.weights = representations.resolve_auto()
+    lambda_tv = args.lambda_tv if args.lambda_tv is not None else presets.lambda_tv_for(args.model, args.layer)
     setting = Setting(lambda_tv=lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
                       neigh=args.neigh, group=args.group)
     schedule = presets.default_schedule(args.model, args.optimizer)

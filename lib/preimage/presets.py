@@ -74,6 +74,22 @@ FIG6_LAMBDA_TV = {**dict.fromkeys(["conv1", "relu1", "pool1", "norm1", "conv2", 
                   **dict.fromkeys(["pool2", "norm2", "conv3", "relu3", "conv4", "relu4"], 10.0),
                   **dict.fromkeys(["conv5", "relu5", "pool5", "fc6", "relu6", "fc7", "relu7", "fc8"], 100.0)}
 
+# The same blocks for the offline network: early stages 1, middle 10, late 100.
+EFFICIENTNET_LAMBDA_TV = {**dict.fromkeys(["stem", "stage1", "stage2"], 1.0),
+                          **dict.fromkeys(["stage3", "stage4", "stage5"], 10.0),
+                          **dict.fromkeys(["stage6", "stage7", "head", "pool", "logits"], 100.0)}
+_LAMBDA_TV = {"alexnet": FIG6_LAMBDA_TV, "efficientnet_lite0": EFFICIENTNET_LAMBDA_TV}
+
+
+def lambda_tv_for(model: str, layer: str | None) -> float:
+    """The paper's λ_TV for a layer (Fig. 6's blocks), 1 where the model has no such table."""
+    return _LAMBDA_TV.get(model, {}).get(layer, 1.0)
+
+
+# The layers a quick overview shows, per model (the paper's spirit: early, middle, late, output).
+OVERVIEW_LAYERS = {"alexnet": ["conv1", "relu3", "pool5", "fc8"],
+                   "efficientnet_lite0": ["stem", "stage2", "stage4", "stage6"]}  # head and later diverge at η = 0.004
+
 PROFILES = {"quick": 100, "paper": None}  # iterations per inversion; None keeps the schedule's
 
 

@@ -19,6 +19,16 @@ class Geometry:
     padding: int = 0
 
 
+def compose(geometries: list[Geometry]) -> Geometry:
+    """One Geometry equivalent to a chain (e.g. the convolutions of a stage of several blocks)."""
+    kernel, stride, padding = 1, 1, 0
+    for g in geometries:
+        kernel += (g.kernel - 1) * stride
+        padding += g.padding * stride
+        stride *= g.stride
+    return Geometry(kernel, stride, padding)
+
+
 @dataclass(frozen=True)
 class ReceptiveField:
     size: int

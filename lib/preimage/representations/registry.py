@@ -5,9 +5,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import SettingsError, UnknownNameError, unknown
-from ..weights import WeightsFile, checkpoint_dir
-from . import alexnet, dsift, hog
+from ..errors import SettingsError, UnknownNameError, WeightsError, unknown
+from ..weights import WeightsFile, checkpoint_dir, fetch
+from . import alexnet, dsift, efficientnet, hog
 from .base import LayerInfo, Representation
 
 
@@ -21,6 +21,7 @@ class Model:
 
 _MODELS = {
     "alexnet": Model(alexnet.LAYERS, alexnet.build, alexnet.IMAGENET),
+    "efficientnet_lite0": Model(efficientnet.LAYERS, efficientnet.build, efficientnet.IMAGENET),
     "hog": Model(hog.HOG_LAYERS, hog.build_hog, default_layer="hog"),
     "hogb": Model(hog.HOGB_LAYERS, hog.build_hogb, default_layer="hogb"),
     "dsift": Model(dsift.LAYERS, dsift.build, default_layer="dsift5"),
@@ -31,9 +32,23 @@ def models() -> list[str]:
     return sorted(_MODELS)
 
 
+def resolve_auto() -> tuple[str, str]:
+    """(model, weights) that ``auto`` stands for: AlexNet with ImageNet weights when they are
+    cached or can be downloaded, else the offline trained EfficientNet-Lite0, loudly."""
+    try:
+        fetch(alexnet.IMAGENET)
+        return "alexnet", "imagenet"
+    except WeightsError as e:
+        warnings.warn(f"model auto: AlexNet's ImageNet weights are not available ({str(e).split('. ')[0]}); "
+                      f"using the OFFLINE trained network efficientnet_lite0 instead. Every figure and "
+                      f"record names the model actually used; see the README to get AlexNet's weights",
+                      stacklevel=3)
+        return "efficientnet_lite0", "imagenet"
+
+
 def _model(model: str) -> Model:
     if model not in _MODELS:
-        raise unknown("model", model, models())
+        raise unknown("model", model, models() + ["auto"])
     return _MODELS[model]
 
 
@@ -43,12 +58,15 @@ def layers(model: str) -> list[LayerInfo]:
 
 
 def get(model: str, layer: str | None = None, weights: str | None = None, seed: int = 0) -> Representation:
-    """``model`` truncated at ``layer``.
+    """``model`` truncated at ``layer``. ``model`` 'auto' is AlexNet with ImageNet weights where
+    they can be had, else EfficientNet-Lite0 (see ``resolve_auto``).
 
     ``weights`` (networks only): 'imagenet' (the default), 'random', a state_dict path, or
     'auto': the ImageNet weights when they are in the cache, else random ones with a warning
     (the representation's label then says untrained). Hand-designed representations (HOG,
     DSIFT) take no weights."""
+    if model == "auto":
+        model, weights = resolve_auto()
     m = _model(model)
     if layer is None:
         if m.default_layer is None:
