@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,6 @@ def table1(names: list[str], rgb: torch.Tensor, *, schedule, lambda_tv: float = 
 
 
 def _hoggle_row(rgb: torch.Tensor, dictionary) -> Row:
-    import time
-
     rep = representations.get("hog")
     x0 = torch.cat([images.to_input(im.permute(1, 2, 0).numpy(), rep.mean) for im in rgb])
     t0 = time.perf_counter()
