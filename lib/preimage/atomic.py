@@ -25,6 +25,14 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
-def write_json(path: str | Path, obj) -> None:
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (creating its folder), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        Path(tmp).write_text(text)
+    return path
+
+
+def write_json(path: str | Path, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from . import hoggle, images, representations
-from .atomic import atomic_path
 from .errors import PreimageError
 from .objective import Setting
 from .optimise import invert
@@ -122,11 +121,3 @@ def to_markdown(rows: list[Row]) -> str:
         pm, ps = PAPER_TABLE1.get(r.method, (float("nan"),) * 2)
         lines.append(f"| {r.method} | {r.mean:.1f} ± {r.std:.1f} | {pm:.2f} ± {ps:.1f} | {r.relative.mean():.3f} |")
     return "\n".join(lines)
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-    return path

