@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 PROFILE ?= quick
 DEVICE ?= auto
 ONLY ?=
+MODEL ?=
+FORCE ?=
 # torch and torchvision are installed first, pinned to the releases this project is tested with
 # (on the build machines they install from local wheels; elsewhere pip downloads them).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 figures: $(STAMP)
-	$(PY) -m preimage.notebooks --profile $(PROFILE) --device $(DEVICE) $(if $(ONLY),--only $(ONLY))
+	$(PY) -m preimage.notebooks --profile $(PROFILE) --device $(DEVICE) $(if $(ONLY),--only $(ONLY)) $(if $(MODEL),--model $(MODEL)) $(if $(FORCE),--force)
 
 test: $(STAMP)
 	$(PY) -m pytest

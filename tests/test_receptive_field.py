@@ -112,3 +112,14 @@ def test_linear_conv_gradient_support_equals_field_box(linear_rep):
     for unit in [(0, 0), (6, 6), (3, 10), (14, 14)]:
         support, _ = _support(rep, 33, unit, samples=1)
         assert torch.equal(support, _box_mask(rep, 33, unit))
+
+
+def test_central_box_of_fig9():
+    from preimage.receptive_field import central_box
+    from preimage.representations import caffenet
+
+    conv1 = caffenet.LAYERS[0].receptive_field  # 11 px, stride 4, first unit centred on pixel 5
+    assert central_box(conv1, (55, 55), 5) == (25 * 4, 25 * 4, 29 * 4 + 11, 29 * 4 + 11)  # units 25..29
+    pool5 = caffenet.LAYERS[14].receptive_field
+    top, left, bottom, right = central_box(pool5, (6, 6), 5)
+    assert bottom - top == 195 + 4 * 32 and (top + bottom) / 2 == pool5.offset + 2 * 32 + 0.5  # units 0..4 of 6; [start, end) of pixel centres

@@ -11,8 +11,10 @@ from .atomic import atomic_path, write_json
 
 
 def grid(panels: list[list[np.ndarray | None]], titles: list[list[str]] | None = None,
-         suptitle: str | None = None, cell: float = 2.0):
-    """A figure of image panels (rows of (H, W, 3) arrays in [0, 1]; None leaves a gap)."""
+         suptitle: str | None = None, cell: float = 2.0,
+         boxes: list[list[tuple[float, float, float, float] | None]] | None = None):
+    """A figure of image panels (rows of (H, W, 3) arrays in [0, 1]; None leaves a gap), with
+    optional (top, left, bottom, right) pixel boxes drawn on them."""
     import matplotlib.pyplot as plt
 
     rows, cols = len(panels), max(len(r) for r in panels)
@@ -26,10 +28,53 @@ def grid(panels: list[list[np.ndarray | None]], titles: list[list[str]] | None =
                 ax.imshow(np.clip(panels[i][j], 0, 1), interpolation="lanczos")
                 if titles and j < len(titles[i]) and titles[i][j]:
                     ax.set_title(titles[i][j], fontsize=8)
+                if boxes and j < len(boxes[i]) and boxes[i][j] is not None:
+                    top, left, bottom, right = boxes[i][j]
+                    ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top,
+                                               fill=False, edgecolor="yellow", linewidth=1))
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def setting_title(setting: dict) -> str:
+    """A short title for one recorded setting (``InversionResult.provenance["settings"][i]``)."""
+    parts = [f"λ_TV={setting['lambda_tv']:g}", f"β={setting['beta']:g}"]
+    if setting.get("neigh"):
+        parts.append(f"{setting['neigh']}×{setting['neigh']} centre")
+    if setting.get("group"):
+        parts.append(f"half {setting['group']}")
+    if setting.get("channels"):
+        parts.append(f"{len(setting['channels'])} channels")
+    return " ".join(parts)
+
+
+def rows_of(results: dict, columns: str = "restart", column_titles: dict | list | None = None,
+            original: bool = True):
+    """Panels and titles for ``grid``: one row per (layer, image) of ``results`` ({label:
+    InversionResult}), image-major, whose columns run over restarts or settings, after the
+    original image. ``column_titles``: a list for every row, or {label: list}; by default the
+    restart number or the setting, each with the item's error."""
+    from .sweep import originals
+
+    panels, titles = [], []
+    first = next(iter(results.values()))
+    for i, image in enumerate(first.provenance.get("images") or range(int(first.items[:, 0].max()) + 1)):
+        for label, r in results.items():
+            shown, n_settings = r.display(), len(r.provenance["settings"])
+            count = r.provenance["restarts"] if columns == "restart" else n_settings
+            names = column_titles.get(label) if isinstance(column_titles, dict) else column_titles
+            row, row_titles = ([originals(r)[i]], [f"{image}\n{label}"]) if original else ([], [])
+            for k in range(count):
+                b = r.index(i, 0, k) if columns == "restart" else r.index(i, k, 0)
+                name = (names[k] if names else f"restart {k + 1}" if columns == "restart"
+                        else setting_title(r.provenance["settings"][k]))
+                row.append(shown[b])
+                row_titles.append(f"{name}\nerror {r.error[b]:.3f}")
+            panels.append(row)
+            titles.append(row_titles)
+    return panels, titles
 
 
 def energy_plot(curves: dict[str, np.ndarray], title: str = "", term: str = "loss"):

@@ -78,7 +78,7 @@ FIG6_LAMBDA_TV = {**dict.fromkeys(["conv1", "relu1", "pool1", "norm1", "conv2", 
 EFFICIENTNET_LAMBDA_TV = {**dict.fromkeys(["stem", "stage1", "stage2"], 1.0),
                           **dict.fromkeys(["stage3", "stage4", "stage5"], 10.0),
                           **dict.fromkeys(["stage6", "stage7", "head", "pool", "logits"], 100.0)}
-_LAMBDA_TV = {"alexnet": FIG6_LAMBDA_TV, "efficientnet_lite0": EFFICIENTNET_LAMBDA_TV}
+_LAMBDA_TV = {"alexnet": FIG6_LAMBDA_TV, "caffenet": FIG6_LAMBDA_TV, "efficientnet_lite0": EFFICIENTNET_LAMBDA_TV}
 
 
 def lambda_tv_for(model: str, layer: str | None) -> float:
@@ -86,9 +86,45 @@ def lambda_tv_for(model: str, layer: str | None) -> float:
     return _LAMBDA_TV.get(model, {}).get(layer, 1.0)
 
 
+# Layers where the reference SGD diverges (measured on the shipped photos with λ_TV = 100: stage6,
+# stage7, head, pool, logits blow up within 10-40 iterations at η = 0.004); Adam converges there.
+ADAM_LAYERS = {"efficientnet_lite0": {"stage6", "stage7", "head", "pool", "logits"}}
+
+
+def optimizer_for(model: str, layer: str) -> str:
+    """The reference SGD, except at the layers of ``ADAM_LAYERS``."""
+    return "adam" if layer in ADAM_LAYERS.get(model, ()) else "sgd"
+
+
 # The layers a quick overview shows, per model (the paper's spirit: early, middle, late, output).
-OVERVIEW_LAYERS = {"alexnet": ["conv1", "relu3", "pool5", "fc8"],
+OVERVIEW_LAYERS = {"alexnet": ["conv1", "relu3", "pool5", "fc8"], "caffenet": ["conv1", "relu3", "pool5", "fc8"],
                    "efficientnet_lite0": ["stem", "stage2", "stage4", "stage6"]}  # head and later diverge at η = 0.004
+
+# Where a figure names a CaffeNet layer the model lacks: the layer doing the same job. For the
+# offline network, by receptive field while the code is spatial (norm1 19 px = stage2, norm2
+# 67 px = stage3), then by role (fc6/relu6 the last stage, fc7/relu7 the pooled vector, fc8 the
+# logits); head is skipped because the reference schedule diverges there.
+EQUIVALENT_LAYERS = {
+    "alexnet": {"norm1": "pool1", "norm2": "pool2"},
+    "efficientnet_lite0": {
+        **dict.fromkeys(["conv1", "relu1"], "stem"), "pool1": "stage1",
+        **dict.fromkeys(["norm1", "conv2", "relu2"], "stage2"), **dict.fromkeys(["pool2", "norm2"], "stage3"),
+        **dict.fromkeys(["conv3", "relu3", "conv4", "relu4"], "stage4"),
+        **dict.fromkeys(["conv5", "relu5"], "stage5"), "pool5": "stage6",
+        **dict.fromkeys(["fc6", "relu6"], "stage7"), **dict.fromkeys(["fc7", "relu7"], "pool"), "fc8": "logits"},
+}
+
+
+def paper_layer(model: str, name: str, layers: list[str]) -> tuple[str, str]:
+    """The layer of ``model`` (whose layers are ``layers``) standing for CaffeNet's ``name`` in a
+    figure, and a note saying so when it is not ``name`` itself (empty otherwise)."""
+    if name in layers:
+        return name, ""
+    other = EQUIVALENT_LAYERS.get(model, {}).get(name)
+    if other is None or other not in layers:
+        raise SettingsError(f"{model} has no layer {name!r} and no stand-in for it; pick one of {', '.join(layers)}")
+    return other, f"{other} stands in for CaffeNet's {name}"
+
 
 PROFILES = {"quick": 100, "paper": None}  # iterations per inversion; None keeps the schedule's
 

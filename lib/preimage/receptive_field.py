@@ -51,3 +51,14 @@ def receptive_fields(geometries: list[Geometry]) -> list[ReceptiveField]:
         stride = stride * g.stride
         out.append(ReceptiveField(size, stride, offset))
     return out
+
+
+def central_box(field: ReceptiveField, code_size: tuple[int, int], n: int) -> tuple[float, float, float, float]:
+    """(top, left, bottom, right) in input pixels of the union of the fields of the central
+    ``n`` x ``n`` units of an (h, w) code map, as the paper's Fig. 9 draws it (not clipped to
+    the image)."""
+    (h, w) = code_size
+    top, left = (h - n) // 2, (w - n) // 2
+    (y0, _), (_, y1) = field.box(top), field.box(top + n - 1)
+    (x0, _), (_, x1) = field.box(left), field.box(left + n - 1)
+    return y0, x0, y1, x1

@@ -22,8 +22,9 @@ class WeightsFile:
     torch hub convention: the prefix is part of the file name)."""
 
     url: str
-    sha256_prefix: str
+    sha256_prefix: str = ""
     origin: str = ""  # what provenance names as the source; the file name when empty
+    sha1: str = ""  # the full SHA-1, for publishers that give one instead (Caffe's model zoo)
 
     @property
     def filename(self) -> str:
@@ -40,8 +41,8 @@ def checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def sha256(path: Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -49,10 +50,11 @@ def sha256(path: Path) -> str:
 
 
 def check_hash(path: Path, spec: WeightsFile) -> None:
-    digest = sha256(path)
-    if not digest.startswith(spec.sha256_prefix):
+    algorithm, expected = ("sha1", spec.sha1) if spec.sha1 else ("sha256", spec.sha256_prefix)
+    digest = sha256(path, algorithm)
+    if not digest.startswith(expected):
         raise WeightsError(
-            f"{path} has sha256 {digest[:12]}…, expected a hash starting {spec.sha256_prefix}: the file "
+            f"{path} has {algorithm} {digest[:12]}…, expected a hash starting {expected[:12]}: the file "
             f"is corrupt, truncated or a different model. Delete it and download {spec.url} again "
             f"into {path.parent}")
 
@@ -72,7 +74,7 @@ def fetch(spec: WeightsFile, download: bool | None = None) -> Path:
         if download:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(spec.url, str(path), hash_prefix=spec.sha256_prefix,
+                torch.hub.download_url_to_file(spec.url, str(path), hash_prefix=spec.sha256_prefix or None,
                                                progress=False)
             except Exception as e:  # no network, HTTP error, hash mismatch: all end the same way
                 reason = f"the download failed ({type(e).__name__}: {e})"

@@ -1,0 +1,84 @@
+"""Invert some images at some layers of one model: the loop every figure notebook shares.
+
+Each layer is one batched ``invert`` call (images × settings × restarts together); what varies
+per layer (λ_TV by Fig. 6's blocks, the optimiser) comes from ``presets`` unless given.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import images as images_lib
+from . import presets, representations
+from .objective import Setting
+from .optimise import invert
+from .results import InversionResult
+
+SettingsFor = Callable[[str], "Setting | list[Setting]"]
+
+
+def load_images(names: list[str], size: int | tuple[int, int] | None) -> tuple[np.ndarray, list[str]]:
+    """(N, H, W, 3) uint8 photos fitted to ``size`` (centre crop), and what loading noticed."""
+    notes, rgbs = [], []
+    for name in names:
+        rgb, found = images_lib.load(name)
+        notes += [f"{name}: {n}" for n in found]
+        rgbs.append(images_lib.fit(rgb, size))
+    return np.stack(rgbs), notes
+
+
+def originals(result: InversionResult) -> np.ndarray:
+    """(N, H, W, 3) in [0, 1]: the images ``result`` inverted (by the names it records)."""
+    h, w = result.provenance["image_size"]
+    rgbs, _ = load_images(result.provenance["images"], (h, w))
+    return rgbs / 255.0
+
+
+def invert_layers(model: str, layers: list[str], image_names: list[str], *, weights: str | None = None,
+                  settings: SettingsFor | None = None, restarts: int = 1, profile: str = "quick",
+                  schedule: presets.Schedule | None = None, optimizer: str | None = None, seed: int = 0,
+                  device: str = "auto", progress: bool = False, size: int | None = None,
+                  batch_size: int | None = None, log: Callable[[str], None] | None = print
+                  ) -> dict[str, InversionResult]:
+    """``{layer: result}`` with every image inverted at every layer.
+
+    ``settings(layer)`` gives the Setting(s) of a layer (default: λ_TV of Fig. 6's block);
+    ``optimizer`` defaults to ``presets.optimizer_for``; SGD runs ``schedule`` (default: the
+    model's reference schedule), Adam its own, either as ``profile`` runs it. Images are centre-cropped to ``size`` (default: the model's input
+    size). ``log`` gets one line per layer (None: silent)."""
+    results = {}
+    for layer in layers:
+        rep = representations.get(model, layer, weights=weights, seed=seed)
+        rgbs, _ = load_images(image_names, size or rep.input_size)
+        x0 = torch.cat([images_lib.to_input(rgb, rep.mean) for rgb in rgbs])
+        opt = optimizer or presets.optimizer_for(model, layer)
+        base = presets.ADAM if opt == "adam" else (schedule or presets.default_schedule(model))
+        sched = presets.schedule_for(profile, base)
+        chosen = settings(layer) if settings else Setting(lambda_tv=presets.lambda_tv_for(model, layer))
+        result = invert(rep, x0, settings=chosen, restarts=restarts, schedule=sched, optimizer=opt,
+                        seed=seed, device=device, progress=progress, batch_size=batch_size)
+        result.provenance["images"] = list(image_names)
+        results[layer] = result
+        if log:
+            log(f"{rep.label}: {len(result.error)} inversions, {opt}, {sched.iterations} iterations, "
+                f"error {np.mean(result.error):.3f} (mean), {result.time_s:.1f} s")
+    return results
+
+
+def provenance(results: dict[str, InversionResult], **extra) -> dict:
+    """What a figure built from ``results`` records: model, weights, and per layer λ, β,
+    iterations, optimiser, seed, device, time and errors (plus ``extra``)."""
+    first = next(iter(results.values())).provenance
+    rep = first["representation"]
+    return {**extra, "model": rep["model"], "weights": rep["weights"], "trained": rep["trained"],
+            "images": first.get("images"),
+            "layers": {layer: {"settings": r.provenance["settings"], "restarts": r.provenance["restarts"],
+                               "optimizer": r.provenance["optimizer"], "schedule": r.provenance["schedule"],
+                               "iterations": r.provenance["iterations"], "seed": r.provenance["seed"],
+                               "device": r.provenance["device"], "time_s": round(r.time_s, 2),
+                               "error": [round(float(e), 4) for e in r.error], "items": r.items.tolist(),
+                               "date": r.provenance["date"]}
+                       for layer, r in results.items()},
+            "versions": first["versions"]}

@@ -1,0 +1,50 @@
+"""The figure notebooks' shared loop: layers × images × settings/restarts, their provenance,
+and the panel layout built from them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preimage import figures, presets, sweep
+from preimage.errors import SettingsError
+from preimage.objective import Setting
+
+
+def test_invert_layers_batches_and_records_everything():
+    lines = []
+    results = sweep.invert_layers("hog", ["hog", "hog31"], ["astronaut", "coffee"], size=64, restarts=2,
+                                  settings=lambda layer: [Setting(lambda_tv=1), Setting(lambda_tv=10, beta=1)],
+                                  log=lines.append)
+    assert list(results) == ["hog", "hog31"] and len(lines) == 2 and "hog hog31" in lines[1]
+    r = results["hog"]
+    assert r.x.shape == (2 * 2 * 2, 1, 64, 64) and r.provenance["iterations"] == 100
+    assert r.provenance["images"] == ["astronaut", "coffee"] and (r.error < 0.5).all()
+    record = sweep.provenance(results, figure="test")
+    assert record["model"] == "hog" and record["figure"] == "test"
+    layer = record["layers"]["hog31"]
+    assert [s["lambda_tv"] for s in layer["settings"]] == [1, 10] and layer["settings"][1]["beta"] == 1
+    assert layer["seed"] == 0 and layer["iterations"] == 100 and len(layer["error"]) == 8
+
+    panels, titles = figures.rows_of(results, columns="restart")
+    assert len(panels) == 4 and all(len(row) == 3 for row in panels)  # original + 2 restarts
+    assert titles[1][0] == "astronaut\nhog31" and titles[2][1].startswith("restart 1\nerror ")
+    np.testing.assert_allclose(panels[0][0], sweep.originals(r)[0])
+    panels, titles = figures.rows_of(results, columns="setting", column_titles={"hog": ["a", "b"], "hog31": ["c", "d"]})
+    assert [t.split("\n")[0] for t in titles[3]] == ["coffee", "c", "d"]
+    assert figures.rows_of(results, columns="setting")[1][0][2].startswith("λ_TV=10 β=1")
+
+
+def test_paper_layers_and_their_stand_ins():
+    alex = [l.name for l in presets_layers("alexnet")]
+    assert presets.paper_layer("alexnet", "fc8", alex) == ("fc8", "")
+    assert presets.paper_layer("alexnet", "norm1", alex) == ("pool1", "pool1 stands in for CaffeNet's norm1")
+    eff = [l.name for l in presets_layers("efficientnet_lite0")]
+    assert [presets.paper_layer("efficientnet_lite0", n, eff)[0] for n in ("norm1", "pool5", "fc8")] == \
+        ["stage2", "stage6", "logits"]
+    with pytest.raises(SettingsError, match="no layer 'norm1'"):
+        presets.paper_layer("hog", "norm1", ["hog"])
+
+
+def presets_layers(model):
+    from preimage import representations
+    return representations.layers(model)
