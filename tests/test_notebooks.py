@@ -23,6 +23,10 @@ def test_notebook_runs_in_quick_profile(book: Path, tmp_path):
         assert png.with_suffix(".pdf").stat().st_size > 0
         record = json.loads(png.with_suffix(".json").read_text())
         assert {"model", "weights", "profile", "written"} <= set(record)
+        for layer in record.get("layers", {}).values():  # figures made by sweep.provenance
+            assert layer["iterations"] > 0 and layer["seed"] is not None and layer["time_s"] > 0
+            assert all({"lambda_tv", "beta"} <= set(s) for s in layer["settings"])
+            assert record["trained"] or "untrained" in record["weights"]
         runs = record.get("runs", {})
         for run in runs.values():
             prov = run["provenance"]

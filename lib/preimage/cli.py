@@ -1,4 +1,4 @@
-"""Command line: ``python -m preimage layers | encode | invert``."""
+"""Command line: ``python -m preimage layers | weights | encode | invert``."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images, presets, representations
+from . import images, presets, representations, weights
 from .atomic import atomic_path
 from .errors import CodeError, PreimageError, SettingsError
 from .objective import Setting
@@ -35,6 +35,13 @@ def parser() -> argparse.ArgumentParser:
     lay = sub.add_parser("layers", help="list a model's layers with channels and receptive field")
     lay.add_argument("--model", default="alexnet")
     lay.set_defaults(run=cmd_layers)
+
+    wts = sub.add_parser("weights", help="download (where allowed) and check a network's trained weights, "
+                         "or convert a .caffemodel / MatConvNet .mat file for caffenet")
+    wts.add_argument("model", help="alexnet, caffenet, efficientnet_lite0, ...")
+    wts.add_argument("--from", dest="source", default=None, metavar="FILE",
+                     help="a weights file to use instead of the published one (caffenet: .caffemodel or .mat)")
+    wts.set_defaults(run=cmd_weights)
 
     enc = sub.add_parser("encode", help="compute an image's code at a layer")
     enc.add_argument("image", help="image file, or the name of a shipped image (e.g. astronaut)")
@@ -84,6 +91,15 @@ def cmd_layers(args) -> int:
     for l in rows:
         rf = l.receptive_field
         print(f"{l.name:8} {l.channels:8d} {rf.size:6d} {rf.stride:6d} {rf.offset:7.1f}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    first = representations.layers(args.model)[0].name
+    rep = representations.get(args.model, first, args.source or "imagenet")
+    if not rep.trained:
+        raise PreimageError(f"{args.model} has no trained weights to fetch")
+    print(f"{args.model}: {rep.weights} ready (cache: {weights.checkpoint_dir()})")
     return 0
 
 
@@ -150,7 +166,7 @@ def cmd_invert(args) -> int:
     lambda_tv = args.lambda_tv if args.lambda_tv is not None else presets.lambda_tv_for(args.model, args.layer)
     setting = Setting(lambda_tv=lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
                       neigh=args.neigh, group=args.group)
-    schedule = presets.default_schedule(args.model, args.optimizer)
+    schedule = presets.ADAM if args.optimizer == "adam" else presets.reference_schedule(args.model, args.layer)
     if args.iters is not None:
         schedule = schedule.scaled(args.iters)
     out = _writable_dir(args.out)

@@ -38,31 +38,30 @@ def originals(result: InversionResult) -> np.ndarray:
 
 def invert_layers(model: str, layers: list[str], image_names: list[str], *, weights: str | None = None,
                   settings: SettingsFor | None = None, restarts: int = 1, profile: str = "quick",
-                  schedule: presets.Schedule | None = None, optimizer: str | None = None, seed: int = 0,
+                  schedule: presets.Schedule | None = None, optimizer: str = "sgd", seed: int = 0,
                   device: str = "auto", progress: bool = False, size: int | None = None,
                   batch_size: int | None = None, log: Callable[[str], None] | None = print
                   ) -> dict[str, InversionResult]:
     """``{layer: result}`` with every image inverted at every layer.
 
-    ``settings(layer)`` gives the Setting(s) of a layer (default: λ_TV of Fig. 6's block);
-    ``optimizer`` defaults to ``presets.optimizer_for``; SGD runs ``schedule`` (default: the
-    model's reference schedule), Adam its own, either as ``profile`` runs it. Images are centre-cropped to ``size`` (default: the model's input
+    ``settings(layer)`` gives the Setting(s) of a layer (default: λ_TV of Fig. 6's block). SGD
+    runs ``schedule`` (default: the model's reference schedule) with the layer's rate scale
+    (``presets.reference_schedule``), Adam its own schedule, either as ``profile`` runs it. Images are centre-cropped to ``size`` (default: the model's input
     size). ``log`` gets one line per layer (None: silent)."""
     results = {}
     for layer in layers:
         rep = representations.get(model, layer, weights=weights, seed=seed)
         rgbs, _ = load_images(image_names, size or rep.input_size)
         x0 = torch.cat([images_lib.to_input(rgb, rep.mean) for rgb in rgbs])
-        opt = optimizer or presets.optimizer_for(model, layer)
-        base = presets.ADAM if opt == "adam" else (schedule or presets.default_schedule(model))
+        base = presets.ADAM if optimizer == "adam" else presets.reference_schedule(model, layer, schedule)
         sched = presets.schedule_for(profile, base)
         chosen = settings(layer) if settings else Setting(lambda_tv=presets.lambda_tv_for(model, layer))
-        result = invert(rep, x0, settings=chosen, restarts=restarts, schedule=sched, optimizer=opt,
+        result = invert(rep, x0, settings=chosen, restarts=restarts, schedule=sched, optimizer=optimizer,
                         seed=seed, device=device, progress=progress, batch_size=batch_size)
         result.provenance["images"] = list(image_names)
         results[layer] = result
         if log:
-            log(f"{rep.label}: {len(result.error)} inversions, {opt}, {sched.iterations} iterations, "
+            log(f"{rep.label}: {len(result.error)} inversions, {optimizer}, {sched.iterations} iterations, "
                 f"error {np.mean(result.error):.3f} (mean), {result.time_s:.1f} s")
     return results
 
@@ -72,7 +71,8 @@ def provenance(results: dict[str, InversionResult], **extra) -> dict:
     iterations, optimiser, seed, device, time and errors (plus ``extra``)."""
     first = next(iter(results.values())).provenance
     rep = first["representation"]
-    return {**extra, "model": rep["model"], "weights": rep["weights"], "trained": rep["trained"],
+    weights = rep["weights"] if rep["trained"] else f"{rep['weights']} weights, untrained"  # titles show it
+    return {**extra, "model": rep["model"], "weights": weights, "trained": rep["trained"],
             "images": first.get("images"),
             "layers": {layer: {"settings": r.provenance["settings"], "restarts": r.provenance["restarts"],
                                "optimizer": r.provenance["optimizer"], "schedule": r.provenance["schedule"],

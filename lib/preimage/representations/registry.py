@@ -7,7 +7,7 @@ from typing import Callable
 
 from ..errors import SettingsError, UnknownNameError, WeightsError, unknown
 from ..weights import WeightsFile, checkpoint_dir, fetch
-from . import alexnet, dsift, efficientnet, hog
+from . import alexnet, caffenet, dsift, efficientnet, hog
 from .base import LayerInfo, Representation
 
 
@@ -21,6 +21,7 @@ class Model:
 
 _MODELS = {
     "alexnet": Model(alexnet.LAYERS, alexnet.build, alexnet.IMAGENET),
+    "caffenet": Model(caffenet.LAYERS, caffenet.build, caffenet.CAFFEMODEL),
     "efficientnet_lite0": Model(efficientnet.LAYERS, efficientnet.build, efficientnet.IMAGENET),
     "hog": Model(hog.HOG_LAYERS, hog.build_hog, default_layer="hog"),
     "hogb": Model(hog.HOGB_LAYERS, hog.build_hogb, default_layer="hogb"),
