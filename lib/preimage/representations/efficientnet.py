@@ -12,8 +12,8 @@ Layers in the spirit of the paper: ``stem`` (conv + BN + ReLU6), ``stage1`` … 
 ``blocks[i]``), ``head`` (1x1 conv to 1280 + BN + ReLU6), ``pool`` (global average), ``logits``.
 Receptive fields follow the convolution path (the Lite variant has no squeeze-and-excitation,
 so nothing pools globally before ``pool``; a test checks stage1's field against the gradient).
-With the reference learning rate (0.004) the inversion diverges from ``head`` on (measured), so
-the overview stops at stage6; a smaller rate or Adam is needed there.
+With the reference learning rate (0.004) the inversion diverges from ``stage6`` on (measured);
+``presets.RATE_SCALE`` lowers the rates there.
 """
 from __future__ import annotations
 
