@@ -218,3 +218,19 @@ def test_weights_command(tmp_path, capsys, monkeypatch):
     assert code == 2 and "junk.mat" in err
     code, out, err = run(capsys, "layers", "--model", "caffenet")
     assert code == 0 and out.splitlines()[4].split()[:3] == ["norm1", "96", "19"]
+
+
+def test_any_torchvision_or_timm_model_by_node_name(tmp_path, capsys):
+    code, out, _ = run(capsys, "layers", "--model", "torchvision:resnet18")
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert code == 0 and rows["maxpool"][:3] == ["64", "11", "4"] and rows["layer1.1.relu_1"][:3] == ["64", "43", "4"]
+    code, out, err = run(capsys, "invert", "astronaut", "--model", "torchvision:resnet18", "--layer", "layer1",
+                         "--size", "64", *FAST, "--out", tmp_path / "r")
+    assert code == 0, err
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["provenance"]["representation"]["model"] == "torchvision:resnet18"
+    code, _, err = run(capsys, "invert", "astronaut", "--model", "timm:resnet18", "--layer", "nolayer", *FAST,
+                       "--out", tmp_path / "t")
+    assert code == 2 and "layer1.0.conv1" in err
+    code, _, err = run(capsys, "layers", "--model", "torchvision:resnet_18")
+    assert code == 2 and "torchvision:resnet18" in err

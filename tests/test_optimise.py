@@ -386,3 +386,20 @@ def test_momentum_is_reset_when_the_rate_changes(linear_rep, small_images):
     u0 = torch.as_tensor(s * start_noise((3, 33, 33), 0, 0)[None], dtype=torch.float64) / s
     with_momentum = (u1 + 0.9 * (u1 - u0) - 0.0004 * g).detach() * s
     assert not np.allclose(r2.x, with_momentum.numpy(), rtol=1e-3, atol=1.0)
+
+
+def test_pixel_range_keeps_every_iterate_in_0_255(linear_rep, photo227):
+    import preimage
+    from preimage import images
+    from preimage.presets import Schedule
+
+    rep = linear_rep()
+    x0 = images.to_input(photo227[:65, :65], rep.mean)
+    seen = []
+    r = preimage.invert(rep, x0, schedule=Schedule(((0.004, 20),)), progress=False, pixel_range=True,
+                        callback=lambda p: seen.append(images.to_pixels(p.x.numpy(), rep.mean)), every=5)
+    assert r.provenance["pixel_range"] is True and len(seen) == 4
+    for pixels in seen + [r.pixels]:
+        assert pixels.min() >= -1e-3 and pixels.max() <= 255 + 1e-3
+    free = preimage.invert(rep, x0, schedule=Schedule(((0.004, 20),)), progress=False)
+    assert free.pixels.min() < 0 or free.pixels.max() > 255  # the start noise leaves the range without it

@@ -317,7 +317,9 @@ def test_unknown_model_lists_valid_models():
         representations.get("vgg99", "conv1", weights="random")
     with pytest.raises(UnknownNameError, match="valid models: alexnet"):
         representations.layers("resnet")
-    assert representations.models() == ["alexnet", "dsift", "efficientnet_lite0", "hog", "hogb"]
+    assert representations.models() == ["alexnet", "caffenet", "dsift", "efficientnet_lite0", "hog", "hogb"]
+    with pytest.raises(UnknownNameError, match="torchvision:NAME, timm:NAME"):
+        representations.layers("vgg16")
 
 
 # ----------------------------------------------------------------------------- truncation

@@ -1,4 +1,4 @@
-"""Command line: ``python -m preimage layers | weights | encode | invert``."""
+"""Command line: ``python -m preimage layers | weights | encode | invert | table3``."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images, presets, representations, weights
+from . import images, presets, representations, table3, weights
 from .atomic import atomic_path
 from .errors import CodeError, PreimageError, SettingsError
 from .objective import Setting
@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     lay = sub.add_parser("layers", help="list a model's layers with channels and receptive field")
-    lay.add_argument("--model", default="alexnet")
+    lay.add_argument("--model", default="alexnet", help="a model name, or torchvision:NAME / timm:NAME")
     lay.set_defaults(run=cmd_layers)
 
     wts = sub.add_parser("weights", help="download (where allowed) and check a network's trained weights, "
@@ -70,12 +70,37 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
     inv.add_argument("--out", required=True, type=Path, help="folder for the PNGs, result.json and result.npz")
     inv.set_defaults(run=cmd_invert)
+
+    tab = sub.add_parser("table3", help="the paper's Table 3: error at every layer for λ_Vβ 0.5, 5, 50 over a "
+                         "set of images; resumable, --shard I/N, --merge, or several processes under torchrun")
+    tab.add_argument("images", nargs="*", help="image files, folders or shipped image names (default: every shipped image)")
+    tab.add_argument("--model", default="alexnet", help=f"one of {', '.join(representations.models())}, or auto")
+    tab.add_argument("--weights", default=None, help="networks: imagenet (default), random, auto or a state_dict path")
+    tab.add_argument("--layers", nargs="+", default=None,
+                     help="default: every layer of a network; hog, hogb and dsift: their default layer")
+    tab.add_argument("--lambda-tv", nargs="+", type=float, default=list(table3.LAMBDA_TVS),
+                     help="λ_TV of the rows (default 1 10 100, i.e. λ_Vβ 0.5 5 50)")
+    tab.add_argument("--size", type=int, default=256,
+                     help="hog/hogb/dsift: centre-crop every image to SIZE×SIZE (default 256); networks use their input size")
+    tab.add_argument("--profile", choices=tuple(presets.PROFILES), default="paper",
+                     help="paper: the reference schedule (default); quick: 100 iterations")
+    tab.add_argument("--iters", type=int, default=None, help="iterations, the reference schedule scaled (overrides --profile)")
+    tab.add_argument("--batch-size", type=int, default=None, help="images inverted at once (default: all pending of a layer and λ)")
+    tab.add_argument("--seed", type=int, default=0)
+    tab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    tab.add_argument("--shard", default=None, metavar="I/N", help="run only the I-th of N shares of the items (0-based)")
+    tab.add_argument("--merge", action="store_true", help="only build the table from the saved items, and list missing ones")
+    tab.add_argument("--png", action="store_true", help="also save each reconstruction as a PNG beside its item")
+    tab.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
+    tab.add_argument("--out", required=True, type=Path, help="folder for items/ and table3.csv, .md, .png")
+    tab.set_defaults(run=cmd_table3)
     return p
 
 
 def _model_args(p):
-    p.add_argument("--model", default="alexnet", help=f"one of {', '.join(representations.models())}, or auto "
-                   f"(AlexNet with ImageNet weights if they can be had, else the offline efficientnet_lite0)")
+    p.add_argument("--model", default="alexnet", help=f"one of {', '.join(representations.models())}, auto "
+                   f"(AlexNet with ImageNet weights if they can be had, else the offline efficientnet_lite0), "
+                   f"or any torchvision:NAME / timm:NAME classification model, its layers by node name")
     p.add_argument("--layer", default=None, help="layer name (see `layers`); hog, hogb and dsift have a default")
     p.add_argument("--weights", default=None,
                    help="networks: imagenet (default), random, auto or the path of a state_dict; none for hog/dsift")
@@ -172,7 +197,8 @@ def cmd_invert(args) -> int:
     out = _writable_dir(args.out)
     rep = representations.get(args.model, args.layer, args.weights, seed=args.seed)
     common = dict(settings=setting, restarts=args.restarts, loss=args.loss, schedule=schedule,
-                  optimizer=args.optimizer, seed=args.seed, device=args.device, progress=args.progress)
+                  optimizer=args.optimizer, seed=args.seed, device=args.device, progress=args.progress,
+                  pixel_range=presets.pixel_range_for(args.model, args.layer))
     if args.code is not None:
         code, meta = read_code(args.code)
         if (meta.get("model"), meta.get("layer")) != (rep.model, rep.layer):
@@ -199,4 +225,20 @@ def cmd_invert(args) -> int:
     errors = ", ".join(f"{e:.4f}" for e in error)
     print(f"{rep.label}: relative error {errors} in {result.time_s:.1f} s; wrote {out}/" + ", ".join(names)
           + " and result.json")
+    return 0
+
+
+def cmd_table3(args) -> int:
+    part = table3.parse_shard(args.shard) if args.shard is not None else None
+    if part is not None and args.merge:
+        raise PreimageError("--merge builds the table from every shard's items; drop --shard")
+    plan = table3.plan(args.images or None, out=_writable_dir(args.out), model=args.model, weights=args.weights,
+                       layers=args.layers, lambda_tvs=args.lambda_tv, size=args.size, profile=args.profile,
+                       iterations=args.iters, seed=args.seed, device=args.device, batch_size=args.batch_size,
+                       png=args.png, progress=args.progress)
+    table = table3.launch(plan, part, merge_only=args.merge, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if table is not None:
+        paths = table3.write(table, args.out, profile=args.profile)
+        print(table3.to_markdown(table))
+        print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0

@@ -57,7 +57,7 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
            restarts: int = 1, loss: str = "l2", schedule: Schedule | None = None,
            optimizer: str = "sgd", seed: int = 0, device: str | torch.device = "auto",
            progress: bool = True, callback: Callable[[Progress], None] | None = None,
-           every: int = 10, batch_size: int | None = None) -> InversionResult:
+           every: int = 10, batch_size: int | None = None, pixel_range: bool = False) -> InversionResult:
     """Reconstruct images from their codes at ``representation``'s layer.
 
     Give ``images`` (N, C, H, W), mean-subtracted pixels, or ``codes`` (N, *code shape) with the
@@ -66,6 +66,10 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     run ``batch_size`` at a time (all at once by default). A callback may raise StopInversion
     to end the run early: the result then holds the items of the chunks started so far, with
     the iterations done (``provenance["stopped_early"]`` is True).
+
+    ``pixel_range`` (not in the paper) projects every iterate into the valid pixels 0..255: for
+    networks whose input gradient concentrates on a few pixels, which then run away until the
+    α-norm overflows (measured on EfficientNet-Lite0's last layers).
     """
     if optimizer not in OPTIMIZERS:
         raise SettingsError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
@@ -91,7 +95,8 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
             objective = Objective(rep, targets[part[:, 0]], torch.stack([masks[s] for s in part[:, 1]]),
                                   [settings[s] for s in part[:, 1]], shape, loss)
             start = torch.stack([start_noise(shape, seed, int(r)) for r in part[:, 2]]).to(device)
-            chunks.append(_descend(objective, start, schedule, optimizer, bar, callback, every, lo))
+            bounds = _pixel_bounds(rep.mean, device) if pixel_range else None
+            chunks.append(_descend(objective, start, schedule, optimizer, bar, callback, every, lo, bounds))
             if chunks[-1][3]:
                 break  # a callback stopped the run: later chunks are not started
     finally:
@@ -113,7 +118,7 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
         "optimizer": optimizer, "momentum": MOMENTUM if optimizer == "sgd" else None,
         "schedule": schedule.describe(), "iterations": schedule.iterations, "iterations_run": n_done,
         "stopped_early": stopped,
-        "seed": seed, "batch_size": batch_size, "device": _device_name(device),
+        "seed": seed, "batch_size": batch_size, "device": _device_name(device), "pixel_range": pixel_range,
         "versions": {"preimage": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -146,7 +151,12 @@ def _targets(rep, images, codes, image_size, device):
     return (rep.in_channels, h, w), codes.to(device)
 
 
-def _descend(objective: Objective, start, schedule, optimizer, bar, callback, every, offset):
+def _pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return -m, 255 - m
+
+
+def _descend(objective: Objective, start, schedule, optimizer, bar, callback, every, offset, bounds=None):
     """Run one chunk; returns (x, energies as numpy (T, B) per term, final errors, whether a
     callback stopped it)."""
     rates = schedule.rates()
@@ -174,6 +184,9 @@ def _descend(objective: Objective, start, schedule, optimizer, bar, callback, ev
                 adam.param_groups[0]["lr"] = rate
                 var.grad = grad
                 adam.step()
+            if bounds is not None:
+                torch.maximum(var, bounds[0] / scale, out=var)
+                torch.minimum(var, bounds[1] / scale, out=var)
         done = it + 1
         bar.update(1)
         if done % every == 0 or done == len(rates):

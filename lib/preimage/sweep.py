@@ -46,7 +46,8 @@ def invert_layers(model: str, layers: list[str], image_names: list[str], *, weig
 
     ``settings(layer)`` gives the Setting(s) of a layer (default: λ_TV of Fig. 6's block). SGD
     runs ``schedule`` (default: the model's reference schedule) with the layer's rate scale
-    (``presets.reference_schedule``), Adam its own schedule, either as ``profile`` runs it. Images are centre-cropped to ``size`` (default: the model's input
+    (``presets.reference_schedule``, and ``presets.pixel_range_for``), Adam its own schedule,
+    either as ``profile`` runs it. Images are centre-cropped to ``size`` (default: the model's input
     size). ``log`` gets one line per layer (None: silent)."""
     results = {}
     for layer in layers:
@@ -57,7 +58,8 @@ def invert_layers(model: str, layers: list[str], image_names: list[str], *, weig
         sched = presets.schedule_for(profile, base)
         chosen = settings(layer) if settings else Setting(lambda_tv=presets.lambda_tv_for(model, layer))
         result = invert(rep, x0, settings=chosen, restarts=restarts, schedule=sched, optimizer=optimizer,
-                        seed=seed, device=device, progress=progress, batch_size=batch_size)
+                        seed=seed, device=device, progress=progress, batch_size=batch_size,
+                        pixel_range=presets.pixel_range_for(model, layer))
         result.provenance["images"] = list(image_names)
         results[layer] = result
         if log:
@@ -76,6 +78,7 @@ def provenance(results: dict[str, InversionResult], **extra) -> dict:
             "images": first.get("images"),
             "layers": {layer: {"settings": r.provenance["settings"], "restarts": r.provenance["restarts"],
                                "optimizer": r.provenance["optimizer"], "schedule": r.provenance["schedule"],
+                               "pixel_range": r.provenance["pixel_range"],
                                "iterations": r.provenance["iterations"], "seed": r.provenance["seed"],
                                "device": r.provenance["device"], "time_s": round(r.time_s, 2),
                                "error": [round(float(e), 4) for e in r.error], "items": r.items.tolist(),

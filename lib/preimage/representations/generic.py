@@ -8,23 +8,22 @@ module that is not itself a node (ResNet's ``layer1``) stands for its last node,
 ``create_feature_extractor``, and the representation is named by that node. Inputs are
 mean-subtracted pixels (0..255); the division by the weights' std happens inside the module.
 
-Receptive fields come from walking the graph (``_Walk``), analytically wherever the operation
-is known, with each node's field along the rows (square kernels and strides assumed):
-convolutions and pooling (dilation, timm's dynamic "same" padding, ``F.pad`` and crops
-included) grow it; element-wise operations, normalisation over channels, activations and
-layout changes (permute, view) keep it; several inputs (add, cat, mul) take the union of their
-boxes and the largest stride (branches share the stride in every network seen). Operations
-that mix all positions (global or adaptive pooling that is not a plain window, flattening,
-means over space, linear layers or softmax over a spatial axis, group norm, attention on
-tokens) see the whole input: their box is the union of the boxes of every unit of the grid they
-reduce, at the nominal input size, and everything downstream of them stays that way (so in
-networks with squeeze-and-excitation, every layer after the first SE block sees the whole
-image). A leaf module is traced on its own and walked the same way. What the walk cannot
-resolve (e.g. timm's CondConv2d, window attention on a spatial map) is measured: the rows of
-the input with a non-zero gradient for the centre unit of that node, under random weights and
-inputs (a lower bound, exact for convolutional paths), with the stride from the change in
-map size; it is measured at the nominal size, then twice that if the field does not fit inside the
-image, and counts as whole if it still does not.
+Receptive fields come from walking the graph (``_Walk``), along the rows (square kernels and
+strides assumed), analytically wherever the operation is known: convolutions and pooling grow
+the field (dilation, timm's dynamic "same" padding, ``F.pad`` and crops included); element-wise
+operations, normalisation over channels, activations and layout changes (permute, view) keep
+it; several inputs (add, cat, mul) take the union of their boxes and the largest stride
+(branches share the stride in every network seen). Operations that mix all positions (global
+pooling, flattening and space-to-depth, means over space, linear layers or softmax over a
+spatial axis, group norm, attention on tokens) see the whole input: the union of the boxes of
+every unit of the grid they reduce at the nominal input size, with that grid's stride;
+everything downstream stays whole (so with squeeze-and-excitation, every layer after the first
+SE block sees the whole image). A leaf module is traced on its own and walked the same way.
+What the walk cannot resolve (LP pooling, Swin's window attention, timm's MobileViT blocks) is
+measured: the input rows with a non-zero gradient for the node's centre unit under random
+weights and inputs (a lower bound, exact for convolutional paths), the stride from the ratio of
+map sizes, at the nominal size and then twice it if the field does not fit; it counts as whole
+if it never fits.
 """
 from __future__ import annotations
 
@@ -38,14 +37,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
-from torchvision.models import get_model_weights
-from torchvision.models.feature_extraction import (
-    NodePathTracer,
-    create_feature_extractor,
-)
-from torchvision.models.feature_extraction import (
-    _set_default_tracer_kwargs as default_tracer_kwargs,
-)
+from torchvision.models import feature_extraction, get_model_weights
 from torchvision.ops import stochastic_depth
 
 from .. import weights as weights_lib
@@ -296,10 +288,11 @@ def _same_before(rows: int, kernel: int, stride: int) -> int:
 
 
 def _dynamic_same(m: nn.Module) -> bool:
-    try:
-        from timm.layers import AvgPool2dSame, Conv2dSame, MaxPool2dSame
-    except ImportError:
+    """timm's 'SAME' layers, which pad by the size of their input when they run."""
+    if not type(m).__module__.startswith("timm."):
         return False
+    from timm.layers import AvgPool2dSame, Conv2dSame, MaxPool2dSame
+
     return isinstance(m, (Conv2dSame, MaxPool2dSame, AvgPool2dSame)) or getattr(m, "same_pad", False) is True
 
 
@@ -376,10 +369,9 @@ class _Walk:
     # -- the rules
 
     def rule(self, node: fx.Node, ins: list[_Field]) -> _Field:
-        target = self.gm.get_submodule(node.target) if node.op == "call_module" else node.target
         if node.op == "call_module":
-            return self.module(node, target, ins)
-        name = _function_name(node)
+            return self.module(node, self.gm.get_submodule(node.target), ins)
+        target, name = node.target, _function_name(node)
         if target in _POINTWISE_FUNCTIONS or (node.op == "call_method" and target in _POINTWISE_METHODS):
             return self.union(node, ins)
         if target in _WHOLE_FUNCTIONS:
@@ -405,7 +397,7 @@ class _Walk:
             return self.pad(node, _arg(node, 1, "pad"))
         if name in _REDUCTIONS:
             return self.reduce(node)
-        if name in _RESHAPES or target in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze):
+        if name in _RESHAPES:
             return self.reshape(node)
         if name in ("permute", "transpose", "swapaxes", "swapdims"):
             return self.permute(node, name)
@@ -628,6 +620,7 @@ class _Measure:
 
     def __init__(self, gm: fx.GraphModule, network, input_size: int):
         self.gm, self.network, self.input_size = gm, network, input_size
+        self.net = None
         self.runs = {}
 
     def __call__(self, node: fx.Node, sources: list[tuple[fx.Node, _Field]]) -> _Field | None:
@@ -637,9 +630,9 @@ class _Measure:
         if len(out) != len(_shape(source)):
             return _merge(ins)
         rows = out[f.axes[0]]
-        if rows != f.rows and (rows == 1 or f.rows % rows):  # global at the nominal size, or upsampling
+        if rows > f.rows or (rows == 1 < f.rows):  # upsampling, or global at the nominal size
             return _merge(ins)
-        stride = f.stride * f.rows // rows
+        stride = f.stride * round(f.rows / rows)
         for size in (self.input_size, 2 * self.input_size):
             try:
                 support, centre = self.support(node, size, f.axes)
@@ -655,7 +648,7 @@ class _Measure:
     def run(self, size: int):
         """(input, value of every node) for a random ``size`` x ``size`` batch of two."""
         if size not in self.runs:
-            if not self.runs:
+            if self.net is None:
                 self.net = self.network()
                 weights_lib.random_init(self.net, 0)
             g = torch.Generator().manual_seed(0)
@@ -688,7 +681,7 @@ def _traced(kind: str, name: str, device: str):
     """(graph module, node names, nominal input size), shapes propagated at that size."""
     net = _meta_network(kind, name) if device == "meta" else _network(kind, name)
     # The tracer and arguments of get_graph_node_names: the names are create_feature_extractor's.
-    tracer = NodePathTracer(**default_tracer_kwargs(_tracer_kwargs(kind)))
+    tracer = feature_extraction.NodePathTracer(**feature_extraction._set_default_tracer_kwargs(_tracer_kwargs(kind)))
     graph = tracer.trace(net)
     gm = fx.GraphModule(tracer.root, graph)
     size = _input_size(kind, name, net)
@@ -765,8 +758,8 @@ def build(model: str, layer: str, weights: str = "imagenet", seed: int = 0) -> R
     node = _resolve(table, layer, model)
     net, label, trained = _weighted(kind, name, weights, seed)
     mean, std = _preprocessing(kind, name, net, weights)
-    extractor = create_feature_extractor(net, return_nodes=[node], tracer_kwargs=_tracer_kwargs(kind),
-                                         suppress_diff_warning=True)
+    extractor = feature_extraction.create_feature_extractor(
+        net, return_nodes=[node], tracer_kwargs=_tracer_kwargs(kind), suppress_diff_warning=True)
     return Representation(nn.Sequential(Normalise(std), _Node(extractor, node)), model=model, layer=node,
                           layers=table, weights=label, trained=trained, mean=tuple(255 * m for m in mean),
                           input_size=_input_size(kind, name, net))

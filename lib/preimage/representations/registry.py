@@ -1,13 +1,14 @@
 """Representations by name."""
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import SettingsError, UnknownNameError, WeightsError, unknown
 from ..weights import WeightsFile, checkpoint_dir, fetch
-from . import alexnet, caffenet, dsift, efficientnet, hog
+from . import alexnet, caffenet, dsift, efficientnet, generic, hog
 from .base import LayerInfo, Representation
 
 
@@ -15,17 +16,18 @@ from .base import LayerInfo, Representation
 class Model:
     layers: list[LayerInfo]
     build: Callable[..., Representation]
-    imagenet: WeightsFile | None = None  # None: hand-designed, nothing to load
+    imagenet: WeightsFile | None = None  # the published weights file, where there is one
     default_layer: str | None = None  # None: the layer must be named
+    hand_designed: bool = False  # HOG, DSIFT: nothing to load
 
 
 _MODELS = {
     "alexnet": Model(alexnet.LAYERS, alexnet.build, alexnet.IMAGENET),
     "caffenet": Model(caffenet.LAYERS, caffenet.build, caffenet.CAFFEMODEL),
     "efficientnet_lite0": Model(efficientnet.LAYERS, efficientnet.build, efficientnet.IMAGENET),
-    "hog": Model(hog.HOG_LAYERS, hog.build_hog, default_layer="hog"),
-    "hogb": Model(hog.HOGB_LAYERS, hog.build_hogb, default_layer="hogb"),
-    "dsift": Model(dsift.LAYERS, dsift.build, default_layer="dsift5"),
+    "hog": Model(hog.HOG_LAYERS, hog.build_hog, default_layer="hog", hand_designed=True),
+    "hogb": Model(hog.HOGB_LAYERS, hog.build_hogb, default_layer="hogb", hand_designed=True),
+    "dsift": Model(dsift.LAYERS, dsift.build, default_layer="dsift5", hand_designed=True),
 }
 
 
@@ -48,9 +50,16 @@ def resolve_auto() -> tuple[str, str]:
 
 
 def _model(model: str) -> Model:
+    if generic.is_generic(model):
+        return _generic(model)
     if model not in _MODELS:
-        raise unknown("model", model, models() + ["auto"])
+        raise unknown("model", model, models() + ["auto", "torchvision:NAME", "timm:NAME"])
     return _MODELS[model]
+
+
+@functools.cache
+def _generic(model: str) -> Model:
+    return Model(generic.layers(model), functools.partial(generic.build, model), generic.imagenet_weights(model))
 
 
 def layers(model: str) -> list[LayerInfo]:
@@ -73,14 +82,20 @@ def get(model: str, layer: str | None = None, weights: str | None = None, seed: 
         if m.default_layer is None:
             raise UnknownNameError(f"{model} needs a layer; valid layers: {', '.join(l.name for l in m.layers)}")
         layer = m.default_layer
-    if m.imagenet is None:
+    if m.hand_designed:
         if weights not in (None, "none", "auto"):
             raise SettingsError(f"{model} is hand-designed and has no weights; drop --weights {weights}")
         return m.build(layer)
     weights = weights or "imagenet"
-    if weights == "auto":
-        weights = "imagenet" if (checkpoint_dir() / m.imagenet.filename).is_file() else "random"
-        if weights == "random":
-            warnings.warn(f"the ImageNet weights of {model} are not in {checkpoint_dir()}: using RANDOM "
-                          f"(untrained) weights; see the README to get the trained ones", stacklevel=2)
-    return m.build(layer, weights=weights, seed=seed)
+    if weights != "auto":
+        return m.build(layer, weights=weights, seed=seed)
+    if m.imagenet is not None and not (checkpoint_dir() / m.imagenet.filename).is_file():
+        reason = f"are not in {checkpoint_dir()}"
+    else:
+        try:
+            return m.build(layer, weights="imagenet", seed=seed)
+        except WeightsError as e:
+            reason = f"cannot be loaded ({str(e).split('. ')[0]})"
+    warnings.warn(f"the ImageNet weights of {model} {reason}: using RANDOM (untrained) weights; see the "
+                  f"README to get the trained ones", stacklevel=2)
+    return m.build(layer, weights="random", seed=seed)
