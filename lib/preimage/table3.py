@@ -18,10 +18,10 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -112,7 +112,8 @@ class Plan:
     def config(self, layer: str) -> dict:
         """What an item's numbers depend on; a saved item is reused only when its config matches."""
         return {"model": self.model, "weights": self.weights_name, "image_size": list(self.rgb.shape[2:]),
-                "schedule": self.schedule(layer).describe(), "seed": self.seed}
+                "schedule": self.schedule(layer).describe(), "pixel_range": presets.pixel_range_for(self.model, layer),
+                "seed": self.seed}
 
     def representation(self, layer: str):
         return representations.get(self.model, layer, self.weights, seed=self.seed)
@@ -190,7 +191,8 @@ def load_item(p: Plan, item: Item) -> dict | None:
 
 
 def run(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] | None = print) -> list[Item]:
-    """Invert the items of shard ``part`` that are not saved yet; returns those it saved."""
+    """Invert the items of shard ``part`` that are not saved yet; returns those it saved. The pending
+    images of a (layer, λ) are one batch (``batch_size`` at a time), whose items are saved when it ends."""
     todo = [it for it in shard(p.items(), *part) if load_item(p, it) is None]
     device = resolve_device(p.device)
     saved, rep = [], None
@@ -201,7 +203,8 @@ def run(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] | No
             batch = group[lo:lo + (p.batch_size or len(group))]
             x0 = p.inputs(rep, [it.image for it in batch])
             result = invert(rep, x0, settings=Setting(lambda_tv=lambda_tv), schedule=p.schedule(layer),
-                            seed=p.seed, device=device, progress=p.progress)
+                            pixel_range=presets.pixel_range_for(p.model, layer), seed=p.seed, device=device,
+                            progress=p.progress)
             save_items(p, rep, batch, x0.to(device), result, part)
             saved += batch
             if log:
@@ -257,6 +260,7 @@ class Table:
                     "settings": [r["provenance"]["settings"][0] for r in
                                  {r["lambda_tv"]: r for r in recs}.values()],
                     "iterations": recs[0]["provenance"]["iterations"], "schedule": recs[0]["config"]["schedule"],
+                    "pixel_range": recs[0]["config"]["pixel_range"],
                     "seed": p.seed, "time_s": round(sum(r["time_s"] for r in recs), 2),
                     "devices": sorted({r["provenance"]["device"] for r in recs})}
         return {**extra, "model": p.model, "weights": p.weights_label, "trained": p.trained, "images": p.names,
@@ -373,8 +377,8 @@ def to_markdown(table: Table) -> str:
     """Layers down, for each λ_Vβ our two errors and the paper's (n/a where the model is not CNN-A's)."""
     p = table.plan
     head = ["layer"] + [f"λ_Vβ={v / 2:g}: {c}" for v in p.lambda_tvs for c in (NORMALISED, RELATIVE, "paper")]
-    lines = [f"Table 3 · {p.model} ({p.weights_label}), {len(p.names)} images "
-             f"{'×'.join(map(str, p.rgb.shape[2:]))}, seed {p.seed}", "",
+    lines = [(f"Table 3 · {p.model} ({p.weights_label}), {len(p.names)} images "
+              f"{'×'.join(map(str, p.rgb.shape[2:]))}, seed {p.seed}"), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for layer in p.layers:
         cells = [layer]
