@@ -36,3 +36,12 @@ def test_stream_settings_name_what_they_are():
     assert masks[0][:32].all() and not masks[0][32:].any()
     grey, tuned = masks[2], masks[3]
     assert grey.sum() == tuned.sum() == 32 and not (grey * tuned).any()
+
+
+def test_colour_split_needs_an_rgb_convolution():
+    import pytest
+
+    from preimage.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="no convolution on the RGB input"):
+        streams.stream_settings(representations.get("hog"), 1.0, colour=True)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from preimage import figures, presets, sweep
 from preimage.errors import SettingsError
 from preimage.objective import Setting
 
 
-def test_invert_layers_batches_and_records_everything():
+def test_invert_layers_batches_and_records_everything(tmp_path):
     lines = []
     results = sweep.invert_layers("hog", ["hog", "hog31"], ["astronaut", "coffee"], size=64, restarts=2,
                                   settings=lambda layer: [Setting(lambda_tv=1), Setting(lambda_tv=10, beta=1)],
                                   log=lines.append)
     assert list(results) == ["hog", "hog31"] and len(lines) == 2 and "hog hog31" in lines[1]
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(gray)
+    noted = []
+    sweep.invert_layers("hog", ["hog"], [str(gray)], size=64, log=noted.append, schedule=presets.SHALLOW.scaled(8))
+    assert any(line.startswith(f"note: {gray}:") and "gray" in line.lower() for line in noted)
     r = results["hog"]
     assert r.x.shape == (2 * 2 * 2, 1, 64, 64) and r.provenance["iterations"] == 100
     assert r.provenance["images"] == ["astronaut", "coffee"] and (r.error < 0.5).all()

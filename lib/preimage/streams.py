@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
+from .errors import SettingsError
 from .objective import Setting
 
 
@@ -17,7 +18,8 @@ def first_convolution(rep) -> nn.Conv2d:
     for m in rep.body.modules():
         if isinstance(m, nn.Conv2d) and m.in_channels == 3:
             return m
-    raise ValueError(f"{rep.model} has no convolution on the RGB input")
+    raise SettingsError(f"{rep.model} {rep.layer} has no convolution on the RGB input, so there are no conv1 "
+                        f"filters to split by colour; use colour=False")
 
 
 def colour_selectivity(conv: nn.Conv2d) -> np.ndarray:

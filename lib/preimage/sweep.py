@@ -52,7 +52,10 @@ def invert_layers(model: str, layers: list[str], image_names: list[str], *, weig
     results = {}
     for layer in layers:
         rep = representations.get(model, layer, weights=weights, seed=seed)
-        rgbs, _ = load_images(image_names, size or rep.input_size)
+        rgbs, notes = load_images(image_names, size or rep.input_size)
+        if log and layer == layers[0]:
+            for note in notes:  # conversions (grayscale, alpha, 16 bit) are said, never silent
+                log(f"note: {note}")
         x0 = torch.cat([images_lib.to_input(rgb, rep.mean) for rgb in rgbs])
         base = presets.ADAM if optimizer == "adam" else presets.reference_schedule(model, layer, schedule)
         sched = presets.schedule_for(profile, base)
