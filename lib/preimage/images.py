@@ -1,6 +1,7 @@
 """Reading images, converting them to RGB, resizing, and the display stretch."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,21 @@ def resolve(name_or_path: str | Path) -> Path:
 def load(name_or_path: str | Path) -> tuple[np.ndarray, list[str]]:
     """An image as an RGB uint8 array (H, W, 3) and the conversions made on the way, in words."""
     path = resolve(name_or_path)
+    return _read(path, path)
+
+
+def decode(data: bytes, name: str = "the upload") -> tuple[np.ndarray, list[str]]:
+    """``load`` for the bytes of an image file (an upload); ``name`` is what messages call it."""
+    return _read(io.BytesIO(bytes(data)), name)
+
+
+def _read(source, name) -> tuple[np.ndarray, list[str]]:
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im.load()
             return to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"cannot read {path} as an image ({e}); use a PNG, JPEG, TIFF, BMP or "
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot read {name} as an image ({e}); use a PNG, JPEG, TIFF, BMP or "
                          f"another format Pillow reads") from None
 
 

@@ -1,0 +1,163 @@
+"""The interactive explorer, driven through its widgets without a browser: settings, runs, the
+Stop button on a background run, the live image and plot, saving, and bad input as messages."""
+import datetime
+import io
+import json
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from preimage import presets
+from preimage.errors import DivergenceError
+from preimage.explorer import UPLOAD, explore
+
+
+def _png_bytes(size: int) -> bytes:
+    buf = io.BytesIO()
+    rgb = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _upload(explorer, name: str, data: bytes) -> None:
+    """What the browser's FileUpload sends the kernel."""
+    explorer.upload.value = ({"name": name, "type": "image/png", "size": len(data), "content": memoryview(data),
+                              "last_modified": datetime.datetime.now(datetime.UTC)},)
+
+
+def _changes(widget) -> list:
+    """The values ``widget`` takes from now on (the live image's PNGs, say)."""
+    seen = []
+    widget.observe(lambda change: seen.append(change["new"]), "value")
+    return seen
+
+
+@pytest.fixture
+def fast():
+    """efficientnet_lite0 (trained, offline) at its stem on a 48x48 crop: a run takes a second."""
+    return explore(model="efficientnet_lite0", layer="stem", size=48, iterations=10, every=2)
+
+
+def test_defaults_follow_the_model_and_layer():
+    e = explore()
+    assert e.model.value == "efficientnet_lite0" and e.weights.value == "imagenet"  # packaged weights
+    assert e.layer.value == "stage2" and e.size.value == 224
+    assert e.iterations.value == presets.schedule_for("quick").iterations == 100
+    e.layer.value = "stage6"  # Fig. 6's block, λ_Vβ = λ_TV / 2 shown beside
+    assert e.lambda_tv.value == pytest.approx(presets.lambda_tv_for("efficientnet_lite0", "stage6")) == 100
+    assert "50" in e.lambda_note.value
+    e.model.value = "hog"  # new layer list, no weights to choose, the image at its own size
+    assert list(e.layer.options) == ["hog", "hog31"] and e.layer.value == "hog"
+    assert e.weights.disabled and e.size.value == 0
+    assert e.iterations.value == 100 and "press Run" in e.message
+
+
+def test_run_shows_the_reconstruction_the_curve_and_the_error(fast, tmp_path):
+    live, plot = _changes(fast.live), _changes(fast.plot)
+    fast.lambda_tv.value, fast.beta.value, fast.restarts.value = 2.0, 1.5, 2
+    result = fast.run(wait=True)
+    assert result is fast.result and result.provenance["iterations_run"] == 10
+    assert not result.provenance["stopped_early"] and np.isfinite(result.error).all() and len(result.error) == 2
+    s = result.provenance["settings"][0]
+    assert (s["lambda_tv"], s["beta"], result.provenance["restarts"]) == (2.0, 1.5, 2)
+    assert result.provenance["representation"]["layer"] == "stem" and result.provenance["image_size"] == [48, 48]
+    assert len(live) >= 5 and len(set(live)) >= 2 and len(plot) >= 5  # updated every 2 iterations
+    assert Image.open(io.BytesIO(live[-1])).size == (48 * 3 + 8, 48)  # original + 2 restarts
+    assert f"{result.error[0]:.3f}" in fast.error_label.value and "done" in fast.message
+    assert not fast.running and not fast.run_button.disabled and fast.stop_button.disabled
+
+    assert not fast.save_button.disabled
+    fast.output.value = str(tmp_path / "out")
+    paths = fast.save()
+    names = sorted(p.name for p in paths)
+    assert names == sorted(f"efficientnet_lite0-stem-astronaut-tv2-b1p5-10it{x}"
+                           for x in (".png", ".pdf", ".json", "-result.npz", "-result.json"))
+    assert all(p.stat().st_size > 0 for p in paths)
+    record = json.loads((tmp_path / "out" / "efficientnet_lite0-stem-astronaut-tv2-b1p5-10it.json").read_text())
+    assert {"model", "weights", "profile", "written"} <= set(record) and record["trained"]
+    assert record["runs"]["stem"]["provenance"]["iterations_run"] == 10
+    assert "saved" in fast.message
+
+
+def test_stop_button_ends_a_background_run():
+    e = explore(model="hog", size=64, iterations=2000, every=5)
+    first_update = threading.Event()
+    e.bar.observe(lambda change: first_update.set() if change["new"] > 0 else None, "value")
+    assert e.run(wait=False) is None and e.running and e.run_button.disabled and not e.stop_button.disabled
+    assert first_update.wait(120), "no progress from the background run"
+    e.stop_button.click()
+    result = e.wait(120)
+    assert not e.running and result is not None
+    p = result.provenance
+    assert p["stopped_early"] and 5 <= p["iterations_run"] < 2000 and p["iterations"] == 2000
+    assert np.isfinite(result.error).all() and "stopped" in e.message and "stopped early" in e.error_label.value
+
+
+def test_a_second_run_while_running_is_refused():
+    e = explore(model="hog", size=64, iterations=2000, every=5)
+    e.run(wait=False)
+    try:
+        assert e.run(wait=True) is None and "in progress" in e.message
+    finally:
+        e.stop()
+        e.wait(120)
+
+
+def test_uploaded_image_is_used(fast):
+    _upload(fast, "noise.png", _png_bytes(40))
+    assert fast.image.value == UPLOAD + "noise.png" and "uploaded noise.png (40x40)" in fast.message
+    assert fast.upload.value == ()  # cleared, so the same file can be chosen again
+    fast.size.value = 0
+    result = fast.run(wait=True)
+    assert result.provenance["image_size"] == [40, 40] and result.provenance["images"] == [UPLOAD + "noise.png"]
+
+
+def test_an_upload_that_is_not_an_image_is_a_message(fast):
+    before = list(fast.image.options)
+    _upload(fast, "notes.txt", b"this is not an image")
+    assert "cannot read 'notes.txt' as an image" in fast.message
+    assert list(fast.image.options) == before and fast.result is None
+
+
+def test_an_image_smaller_than_the_receptive_field_is_a_message(fast):
+    _upload(fast, "tiny.png", _png_bytes(16))
+    fast.size.value = 0  # as it is: 16x16
+    fast.layer.value = "stage4"  # receptive field 147 px
+    assert fast.run(wait=True) is None and fast.result is None and not fast.running
+    assert "smaller than the receptive field" in fast.message and "147x147" in fast.message
+    fast.size.value = 32  # resizing to a small size says the same
+    assert fast.run(wait=True) is None and "32x32 image is smaller" in fast.message
+
+
+def test_neigh_larger_than_the_map_is_a_message(fast):
+    fast.neigh.value = 50  # the stem's map of a 48x48 image is 24x24
+    assert fast.run(wait=True) is None and "neigh 50 is larger than the 24x24 map" in fast.message
+    fast.neigh.value, fast.group.value = 5, 2
+    result = fast.run(wait=True)
+    assert result.provenance["settings"][0]["neigh"] == 5 and result.provenance["settings"][0]["group"] == 2
+
+
+def test_divergence_in_the_background_run_is_a_message(fast, monkeypatch):
+    def diverge(*args, **kwargs):
+        raise DivergenceError("the inversion diverged: lower the learning rate")
+
+    monkeypatch.setattr("preimage.explorer.invert", diverge)
+    fast.run(wait=False)
+    assert fast.wait(60) is None and not fast.running and "diverged" in fast.message
+
+
+def test_random_weights_instead_of_imagenet_are_said():
+    # the tests' TORCH_HOME is empty, so AlexNet's weights "auto" fall back to random ones
+    e = explore(model="alexnet", layer="conv1", weights="auto", size=48, iterations=5)
+    result = e.run(wait=True)
+    assert not result.provenance["representation"]["trained"]
+    assert "RANDOM (untrained) weights" in e.message and "untrained" in e.message
+    e.weights.value = "imagenet"  # asking for the missing file names it
+    assert e.run(wait=True) is None and "alexnet" in e.message.lower()
+
+
+def test_save_before_any_run_says_so(tmp_path):
+    e = explore(model="hog")
+    assert e.save(tmp_path) == [] and "press Run first" in e.message and not list(tmp_path.iterdir())
