@@ -82,6 +82,22 @@ def test_tv_matches_loop_reference_on_random_images(beta):
     assert torch.allclose(tv_beta(x, beta), tv_reference(x, beta), rtol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 9, 7), (1, 1, 1, 5), (3, 2, 2, 2)])
+def test_one_beta_and_alpha_for_all_items_equal_the_per_item_path(shape):
+    """tv_beta(x, 2.0) and alpha_norm(x, 6.0) take fast paths (a 3x3 convolution, a saved power);
+    they must give the per-item path's values and gradients."""
+    x = _random_point(7, shape).mul(50).requires_grad_(True)
+    each = torch.full((shape[0],), 1.0, dtype=x.dtype)
+    for fast, general in [(lambda t: tv_beta(t, 2.0), lambda t: tv_beta(t, 2 * each)),
+                          (lambda t: alpha_norm(t, 6.0), lambda t: alpha_norm(t, 6 * each))]:
+        w = torch.arange(1.0, shape[0] + 1, dtype=x.dtype)  # a different weight per item
+        v_fast, v_general = fast(x), general(x)
+        torch.testing.assert_close(v_fast, v_general, rtol=1e-10, atol=0)
+        g_fast, = torch.autograd.grad((w * v_fast).sum(), x)
+        g_general, = torch.autograd.grad((w * v_general).sum(), x)
+        torch.testing.assert_close(g_fast, g_general, rtol=1e-10, atol=1e-10 * g_general.abs().max().item())
+
+
 def test_alpha_norm_hand_computed():
     x = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]]]], dtype=torch.float64)
     assert alpha_norm(x, 6.0).item() == pytest.approx(1 + 64 + 0.5 ** 6)

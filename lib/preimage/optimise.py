@@ -71,32 +71,84 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     networks whose input gradient concentrates on a few pixels, which then run away until the
     α-norm overflows (measured on EfficientNet-Lite0's last layers).
     """
+    device = resolve_device(device)
+    rep = representation.to(device)
+    shape, targets = _targets(rep, images, codes, image_size, device)
+    return _run([rep], [targets], [settings], shape, restarts=restarts, loss=loss, schedules=[schedule],
+                optimizer=optimizer, seed=seed, device=device, progress=progress, callback=callback,
+                every=every, batch_size=batch_size, pixel_ranges=[pixel_range])[0]
+
+
+def invert_at_layers(representations: list, images: torch.Tensor, *,
+                     settings: list[Setting | list[Setting]] | Setting = Setting(), restarts: int = 1,
+                     loss: str = "l2", schedules: list[Schedule | None] | Schedule | None = None,
+                     optimizer: str = "sgd", seed: int = 0, device: str | torch.device = "auto",
+                     progress: bool = True, callback: Callable[[Progress], None] | None = None,
+                     every: int = 10, batch_size: int | None = None,
+                     pixel_range: list[bool] | bool = False) -> list[InversionResult]:
+    """``invert`` at several layers of one network at once: one result per representation, each
+    as ``invert`` would give it (same starts, same settings), computed in one batch that shares
+    the network's forward and backward passes (``representations.shared.SharedTrunk``).
+
+    ``settings``, ``schedules`` and ``pixel_range`` are one per layer or one for all. The
+    schedules may differ only by a factor on every rate (``presets.RATE_SCALE``), and not at all
+    under Adam. Items are ordered layer-major, then as in ``invert``."""
+    from .representations.shared import SharedTrunk
+
+    per_layer = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * len(representations)  # noqa: E731
+    settings, schedules, pixel_range = per_layer(settings), per_layer(schedules), per_layer(pixel_range)
+    if not len(representations) == len(settings) == len(schedules) == len(pixel_range):
+        raise SettingsError(f"give one settings, schedule and pixel_range per layer ({len(representations)}), "
+                            f"or one for all")
+    device = resolve_device(device)
+    reps = [rep.to(device) for rep in representations]
+    trunk = SharedTrunk(reps) if len(reps) > 1 else None
+    shape, targets = None, []
+    for rep in reps:
+        shape, t = _targets(rep, images, None, None, device)
+        targets.append(t)
+    return _run(reps, targets, settings, shape, restarts=restarts, loss=loss, schedules=schedules,
+                optimizer=optimizer, seed=seed, device=device, progress=progress, callback=callback,
+                every=every, batch_size=batch_size, pixel_ranges=pixel_range, trunk=trunk)
+
+
+def _run(reps, targets, settings, shape, *, restarts, loss, schedules, optimizer, seed, device, progress,
+         callback, every, batch_size, pixel_ranges, trunk=None) -> list[InversionResult]:
+    """Invert ``targets[g]`` at ``reps[g]`` under ``settings[g]`` for every layer g in one run."""
     if optimizer not in OPTIMIZERS:
         raise SettingsError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
     if not isinstance(restarts, int) or restarts < 1:
         raise SettingsError(f"restarts must be a positive integer, not {restarts!r}")
-    schedule = schedule or (ADAM if optimizer == "adam" else CNN)
-    settings = [settings] if isinstance(settings, Setting) else list(settings)
-    device = resolve_device(device)
-    rep = representation.to(device)
-    shape, targets = _targets(rep, images, codes, image_size, device)
-    code_shape = tuple(targets.shape[1:])
-    masks = [mask(code_shape, s, rep.layer).to(device) for s in settings]
-    items = np.array([(n, s, r) for n in range(len(targets)) for s in range(len(settings))
-                      for r in range(restarts)], dtype=np.int64).reshape(-1, 3)
+    schedules = [sch or (ADAM if optimizer == "adam" else CNN) for sch in schedules]
+    schedule, rate_scales = _common_schedule(schedules, optimizer, reps)
+    settings = [[s] if isinstance(s, Setting) else list(s) for s in settings]
+    masks = [torch.stack([mask(tuple(t.shape[1:]), s, rep.layer) for s in ss]).to(device)
+             for rep, t, ss in zip(reps, targets, settings)]
+    items = np.array([(g, n, s, r) for g in range(len(reps)) for n in range(len(targets[g]))
+                      for s in range(len(settings[g])) for r in range(restarts)], dtype=np.int64).reshape(-1, 4)
     batch_size = batch_size or len(items)
+    low, high = _pixel_bounds(reps[0].mean, device)
 
     t0 = time.perf_counter()
     chunks = []
-    bar = _bar(progress, schedule.iterations * math.ceil(len(items) / batch_size), rep.label)
+    label = reps[0].label if len(reps) == 1 else f"{reps[0].model} at {len(reps)} layers"
+    bar = _bar(progress, schedule.iterations * math.ceil(len(items) / batch_size), label)
     try:
         for lo in range(0, len(items), batch_size):
             part = items[lo:lo + batch_size]
-            objective = Objective(rep, targets[part[:, 0]], torch.stack([masks[s] for s in part[:, 1]]),
-                                  [settings[s] for s in part[:, 1]], shape, loss)
-            start = torch.stack([start_noise(shape, seed, int(r)) for r in part[:, 2]]).to(device)
-            bounds = _pixel_bounds(rep.mean, device) if pixel_range else None
-            chunks.append(_descend(objective, start, schedule, optimizer, bar, callback, every, lo, bounds))
+            rows = [torch.as_tensor(part[part[:, 0] == g][:, 1:3], device=device) for g in range(len(reps))]
+            chosen = [settings[g][s] for g, _, s, _ in part]
+            tgt = [t[r[:, 0]] for t, r in zip(targets, rows)]
+            msk = [m[r[:, 1]] for m, r in zip(masks, rows)]
+            objective = (Objective(reps[0], tgt[0], msk[0], chosen, shape, loss) if trunk is None else
+                         Objective(trunk, tgt, msk, chosen, shape, loss, counts=[len(r) for r in rows]))
+            start = torch.stack([start_noise(shape, seed, int(r)) for r in part[:, 3]]).to(device)
+            bounded = torch.tensor([pixel_ranges[g] for g in part[:, 0]], device=device).view(-1, 1, 1, 1)
+            bounds = None if not bounded.any() else (torch.where(bounded, low, -math.inf),
+                                                     torch.where(bounded, high, math.inf))
+            scale = None if rate_scales is None else torch.tensor(
+                [rate_scales[g] for g in part[:, 0]], device=device, dtype=start.dtype).view(-1, 1, 1, 1)
+            chunks.append(_descend(objective, start, schedule, optimizer, bar, callback, every, lo, bounds, scale))
             if chunks[-1][3]:
                 break  # a callback stopped the run: later chunks are not started
     finally:
@@ -105,25 +157,52 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
 
     stopped = chunks[-1][3]
     items = items[:sum(len(c[0]) for c in chunks)]
-    x = torch.cat([c[0] for c in chunks])
+    x = torch.cat([c[0] for c in chunks]).cpu().numpy()
     n_done = max(len(c[1]["total"]) for c in chunks)
     # a stopped chunk has fewer iterations than the chunks before it: NaN marks the ones not run
     energies = {k: np.concatenate([np.pad(c[1][k], ((0, n_done - len(c[1][k])), (0, 0)),
                                           constant_values=np.nan) for c in chunks], axis=1) for k in TERMS}
     error = torch.cat([c[2] for c in chunks]).cpu().numpy()
     s = sigma(*shape)
-    provenance = {
-        "representation": rep.describe(), "label": rep.label, "image_size": list(shape[1:]),
-        "settings": [st.describe(s) for st in settings], "restarts": restarts, "loss": loss,
-        "optimizer": optimizer, "momentum": MOMENTUM if optimizer == "sgd" else None,
-        "schedule": schedule.describe(), "iterations": schedule.iterations, "iterations_run": n_done,
-        "stopped_early": stopped,
-        "seed": seed, "batch_size": batch_size, "device": _device_name(device), "pixel_range": pixel_range,
-        "versions": {"preimage": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    return InversionResult(x=x.cpu().numpy(), mean=rep.mean, energies=energies, error=error,
-                           items=items, time_s=elapsed, provenance=provenance)
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results = []
+    for g, rep in enumerate(reps):
+        mine = items[:, 0] == g
+        provenance = {
+            "representation": rep.describe(), "label": rep.label, "image_size": list(shape[1:]),
+            "settings": [st.describe(s) for st in settings[g]], "restarts": restarts, "loss": loss,
+            "optimizer": optimizer, "momentum": MOMENTUM if optimizer == "sgd" else None,
+            "schedule": schedules[g].describe(), "iterations": schedule.iterations, "iterations_run": n_done,
+            "stopped_early": stopped, "seed": seed, "batch_size": batch_size, "device": _device_name(device),
+            "pixel_range": pixel_ranges[g],
+            "versions": {"preimage": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "date": date,
+        }
+        if len(reps) > 1:  # time_s is then the whole shared run's
+            provenance["shared_run"] = [r.layer for r in reps]
+        results.append(InversionResult(x=x[mine], mean=rep.mean, energies={k: v[:, mine] for k, v in energies.items()},
+                                       error=error[mine], items=items[mine, 1:], time_s=elapsed,
+                                       provenance=provenance))
+    return results
+
+
+def _common_schedule(schedules: list[Schedule], optimizer: str, reps) -> tuple[Schedule, list[float] | None]:
+    """The first schedule and each layer's factor on its rates (None when all are 1)."""
+    base = np.array(schedules[0].rates())
+    factors = []
+    for sch, rep in zip(schedules, reps):
+        rates = np.array(sch.rates())
+        ratio = rates / base if len(rates) == len(base) else None
+        if ratio is None or not np.allclose(ratio, ratio[0], rtol=1e-9):
+            raise SettingsError(f"the schedule of {rep.layer} is not the schedule of {reps[0].layer} with its "
+                                f"rates scaled, so they cannot run together; invert them one at a time")
+        factors.append(float(ratio[0]))
+    if all(f == 1.0 for f in factors):
+        return schedules[0], None
+    if optimizer != "sgd":
+        raise SettingsError(f"{optimizer} cannot run layers with different learning rates together; "
+                            f"give them the same schedule or invert them one at a time")
+    return schedules[0], factors
 
 
 def _targets(rep, images, codes, image_size, device):
@@ -152,52 +231,60 @@ def _targets(rep, images, codes, image_size, device):
 
 
 def _pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean-subtracted values of pixels 0 and 255, (1, C, 1, 1) each."""
     m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     return -m, 255 - m
 
 
-def _descend(objective: Objective, start, schedule, optimizer, bar, callback, every, offset, bounds=None):
+def _descend(objective: Objective, start, schedule, optimizer, bar, callback, every, offset, bounds=None,
+             rate_scale=None):
     """Run one chunk; returns (x, energies as numpy (T, B) per term, final errors, whether a
-    callback stopped it)."""
+    callback stopped it). ``bounds`` (low, high) box the pixels; ``rate_scale`` (B, 1, 1, 1)
+    multiplies each item's rates."""
     rates = schedule.rates()
     B = start.shape[0]
     record = torch.zeros(len(rates), len(TERMS), B, device=start.device)
-    s = objective.sigma
-    scale = s if optimizer == "sgd" else PIXEL_RMS  # x = scale * variable
-    var = (start * (s / scale)).requires_grad_(True)
-    velocity = torch.zeros_like(var)
-    adam = torch.optim.Adam([var], lr=rates[0]) if optimizer == "adam" else None
+    # The paper descends on u = x/σ (Adam here on x/PIXEL_RMS); both run on x itself with the
+    # rates carried over, which saves two passes over the images per iteration: momentum on u
+    # with rate r is momentum on x with rate r·σ², Adam on x/P with rate r is Adam on x with
+    # rate r·P and ε/P.
+    s2 = objective.sigma ** 2
+    x = (start * objective.sigma).requires_grad_(True)
+    velocity = torch.zeros_like(x)
+    adam = torch.optim.Adam([x], lr=rates[0] * PIXEL_RMS, eps=1e-8 / PIXEL_RMS) if optimizer == "adam" else None
     first = None
     done = 0
     stopped = False
     for it, rate in enumerate(rates):
-        total, terms = objective(scale * var)
+        total, terms = objective(x)
         record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
-        grad, = torch.autograd.grad(total.sum(), var)
+        grad, = torch.autograd.grad(total.sum(), x)
         with torch.no_grad():
             if adam is None:
                 if it > 0 and rate != rates[it - 1]:
                     velocity.zero_()
-                velocity.mul_(MOMENTUM).sub_(rate * grad)
-                var.add_(velocity)
+                if rate_scale is not None:
+                    grad.mul_(rate_scale)
+                velocity.mul_(MOMENTUM).sub_(grad, alpha=rate * s2)
+                x.add_(velocity)
             else:
-                adam.param_groups[0]["lr"] = rate
-                var.grad = grad
+                adam.param_groups[0]["lr"] = rate * PIXEL_RMS
+                x.grad = grad
                 adam.step()
             if bounds is not None:
-                torch.maximum(var, bounds[0] / scale, out=var)
-                torch.minimum(var, bounds[1] / scale, out=var)
+                torch.maximum(x, bounds[0], out=x)
+                torch.minimum(x, bounds[1], out=x)
         done = it + 1
         bar.update(1)
         if done % every == 0 or done == len(rates):
             first = _check(record, done, first, rate, offset)
             if callback is not None:
                 try:
-                    callback(_progress(done, len(rates), scale * var.detach(), record))
+                    callback(_progress(done, len(rates), x.detach().clone(), record))
                 except StopInversion:
                     stopped = True
                     break
-    x = (scale * var).detach()
+    x = x.detach()
     return x, _progress(done, len(rates), x, record).energies, objective.error(x), stopped
 
 

@@ -1,7 +1,8 @@
 """Invert some images at some layers of one model: the loop every figure notebook shares.
 
-Each layer is one batched ``invert`` call (images × settings × restarts together); what varies
-per layer (λ_TV by Fig. 6's blocks, the optimiser) comes from ``presets`` unless given.
+All layers run as one batch through the network they share (``invert_at_layers``), or one
+``invert`` call per layer where they cannot share it (e.g. torchvision:/timm: graphs); what varies
+per layer (λ_TV by Fig. 6's blocks, the rates) comes from ``presets`` unless given.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 from . import images as images_lib
 from . import presets, representations
 from .objective import Setting
-from .optimise import invert
+from .optimise import invert, invert_at_layers
+from .representations.shared import shareable
 from .results import InversionResult
 
 SettingsFor = Callable[[str], "Setting | list[Setting]"]
@@ -49,25 +51,34 @@ def invert_layers(model: str, layers: list[str], image_names: list[str], *, weig
     (``presets.reference_schedule``, and ``presets.pixel_range_for``), Adam its own schedule,
     either as ``profile`` runs it. Images are centre-cropped to ``size`` (default: the model's input
     size). ``log`` gets one line per layer (None: silent)."""
+    reps = [representations.get(model, layer, weights=weights, seed=seed) for layer in layers]
+    rgbs, notes = load_images(image_names, size or reps[0].input_size)
+    if log:
+        for note in notes:  # conversions (grayscale, alpha, 16 bit) are said, never silent
+            log(f"note: {note}")
+    x0 = torch.cat([images_lib.to_input(rgb, reps[0].mean) for rgb in rgbs])
+    schedules = [presets.schedule_for(profile, presets.ADAM if optimizer == "adam" else
+                                      presets.reference_schedule(model, layer, schedule)) for layer in layers]
+    chosen = [settings(layer) if settings else Setting(lambda_tv=presets.lambda_tv_for(model, layer))
+              for layer in layers]
+    common = dict(restarts=restarts, optimizer=optimizer, seed=seed, device=device, progress=progress,
+                  batch_size=batch_size)
+    ranges = [presets.pixel_range_for(model, layer) for layer in layers]
+    if len(reps) > 1 and shareable(reps) is None:  # one run through the shared network
+        runs = invert_at_layers(reps, x0, settings=chosen, schedules=schedules, pixel_range=ranges, **common)
+    else:
+        runs = [invert(rep, x0, settings=st, schedule=sch, pixel_range=pr, **common)
+                for rep, st, sch, pr in zip(reps, chosen, schedules, ranges)]
     results = {}
-    for layer in layers:
-        rep = representations.get(model, layer, weights=weights, seed=seed)
-        rgbs, notes = load_images(image_names, size or rep.input_size)
-        if log and layer == layers[0]:
-            for note in notes:  # conversions (grayscale, alpha, 16 bit) are said, never silent
-                log(f"note: {note}")
-        x0 = torch.cat([images_lib.to_input(rgb, rep.mean) for rgb in rgbs])
-        base = presets.ADAM if optimizer == "adam" else presets.reference_schedule(model, layer, schedule)
-        sched = presets.schedule_for(profile, base)
-        chosen = settings(layer) if settings else Setting(lambda_tv=presets.lambda_tv_for(model, layer))
-        result = invert(rep, x0, settings=chosen, restarts=restarts, schedule=sched, optimizer=optimizer,
-                        seed=seed, device=device, progress=progress, batch_size=batch_size,
-                        pixel_range=presets.pixel_range_for(model, layer))
+    for layer, rep, result, sch in zip(layers, reps, runs, schedules):
         result.provenance["images"] = list(image_names)
         results[layer] = result
         if log:
-            log(f"{rep.label}: {len(result.error)} inversions, {optimizer}, {sched.iterations} iterations, "
-                f"error {np.mean(result.error):.3f} (mean), {result.time_s:.1f} s")
+            log(f"{rep.label}: {len(result.error)} inversions, {optimizer}, {sch.iterations} iterations, "
+                f"error {np.mean(result.error):.3f} (mean)"
+                + ("" if "shared_run" in result.provenance else f", {result.time_s:.1f} s"))
+    if log and len(runs) > 1 and "shared_run" in runs[0].provenance:
+        log(f"{len(layers)} layers inverted together in {runs[0].time_s:.1f} s")
     return results
 
 

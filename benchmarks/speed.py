@@ -1,0 +1,253 @@
+"""How fast one reconstruction is: this library against a naive loop and the compute floor.
+
+    python benchmarks/speed.py [--device cpu|cuda] [--measure 3] [--quick]
+
+For AlexNet (torchvision's architecture, random weights: the time does not depend on them) at
+conv1, conv3, pool5 and fc8 on 227×227 images with the paper's 400 iterations, and for HOG with
+800, it prints the time per reconstruction of
+
+  (a) ``preimage.invert`` on a batch of B = 1, 8, 32 images,
+  (b) a naive loop written the plain PyTorch way: the whole network's forward pass with a hook
+      at the layer, the same objective, one image at a time,
+  (c) the compute floor: B forward and backward passes through the truncated network alone,
+
+each measured over ``--measure`` iterations after a warm-up and scaled to the full count (the
+printed times are setup + the measured time per iteration × iterations), with the peak memory and
+the ratios (a)/(b) and (a)/(c). Then the paper's 20-layer sweep of one image (CaffeNet): one
+``invert_at_layers`` run against the naive loop at every layer, and the Table 3 protocol's
+time extrapolated from it. Every measurement runs in a fresh process, so each has its own peak
+memory (CPU: the process's peak resident set; CUDA: torch's peak allocation).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+AXES = {"alexnet": (["conv1", "conv3", "pool5", "fc8"], 227, 400), "hog": (["hog"], 227, 800)}
+BATCHES = (1, 8, 32)
+
+
+# ---- one measurement (in a child process) ----------------------------------------------------
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _images(n, size, device, channels=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, channels, size, size, generator=g) * 255 - 120).to(device)
+
+
+def _timed(step, n_measure, device) -> float:
+    """Seconds per call of ``step`` after one warm-up call (one timed call when n_measure is 0)."""
+    if n_measure:
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(max(n_measure, 1)):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / max(n_measure, 1)
+
+
+def _per_iteration(run, n_measure, device) -> tuple[float, float]:
+    """(seconds per iteration, seconds of setup) of ``run(iterations)``, from runs of 1 and
+    1 + n_measure iterations after a warm-up."""
+    one = _timed(lambda: run(1), 1, device)
+    more = _timed(lambda: run(1 + n_measure), 0, device) if n_measure else one
+    per = (more - one) / n_measure
+    return per, max(one - per, 0.0)
+
+
+def library(model, layer, batch, size, n_measure, device):
+    """Seconds per iteration per image of ``invert`` on a batch, and its setup per image."""
+    from preimage import invert, presets, representations
+    from preimage.objective import Setting
+
+    rep = representations.get(model, layer, weights="random") if model != "hog" else representations.get("hog")
+    x0 = _images(batch, size, device, rep.in_channels)
+    setting = Setting(lambda_tv=presets.lambda_tv_for(model, layer)) if model != "hog" else Setting()
+    per, setup = _per_iteration(lambda n: invert(rep, x0, settings=setting, schedule=presets.Schedule(((1e-3, n),)),
+                                                 device=device, progress=False), n_measure, device)
+    return per / batch, setup / batch
+
+
+def naive_network(model, layer):
+    """The whole network and the module whose output is the code (torchvision's AlexNet, with
+    its in-place ReLUs, as a plain script would use it)."""
+    if model == "hog":
+        from preimage import representations
+        body = representations.get("hog").body
+        return body, body
+    from torchvision.models import alexnet
+
+    from preimage.representations.alexnet import _LAYERS
+    net = alexnet(weights=None).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    part, index = next(spec[4] for spec in _LAYERS if spec[0] == layer)
+    return net, getattr(net, part)[index]
+
+
+def naive(model, layer, batch, size, n_measure, device, net=None):
+    """Seconds per iteration per image of the plain loop: per image, the full forward, the code
+    taken by a hook, the paper's objective written out, momentum SGD."""
+    net, tap = net or naive_network(model, layer)
+    net = net.to(device)
+    grabbed = {}
+    hook = tap.register_forward_hook(lambda m, i, o: grabbed.__setitem__("code", o.clone()))
+    scale = 1 / (255 * torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1))
+    forward = (lambda x: net(x * scale)) if model == "alexnet" else net  # noqa: E731
+    sigma, lam_tv, lam_l2 = 27098.1157 * (size / 227), 1.0, 8e-10
+
+    def one_image(x0):
+        with torch.no_grad():
+            forward(x0)
+            target = grabbed["code"]
+        x = torch.randn_like(x0).requires_grad_(True)
+        velocity = torch.zeros_like(x)
+
+        def iteration():
+            forward(x)
+            code = grabbed["code"]
+            loss = ((code - target) ** 2).sum() / (target ** 2).sum()
+            dx = x[..., :, 1:] - x[..., :, :-1]
+            dy = x[..., 1:, :] - x[..., :-1, :]
+            tv = (dx[..., :-1, :] ** 2 + dy[..., :, :-1] ** 2).sum()
+            energy = loss + (lam_tv / 2 * tv + lam_l2 / 2 * (x.abs() ** 6).sum()) / sigma ** 2
+            grad, = torch.autograd.grad(energy, x)
+            with torch.no_grad():
+                velocity.mul_(0.9).sub_(1e-3 * grad)
+                x.add_(velocity)
+        return iteration
+
+    images = _images(batch, size, device, 1 if model == "hog" else 3)
+    steps = [one_image(images[i:i + 1]) for i in range(batch)]
+    per_iteration = _timed(lambda: [s() for s in steps], n_measure, device)
+    hook.remove()
+    return per_iteration / batch, 0.0
+
+
+def floor(model, layer, batch, size, n_measure, device):
+    """Seconds per iteration per image of forward+backward through the truncated network."""
+    from preimage import representations
+    rep = representations.get(model, layer, weights="random") if model != "hog" else representations.get("hog")
+    body = rep.body.to(device)
+    x = _images(batch, size, device, rep.in_channels).requires_grad_(True)
+
+    def step():
+        code = body(x)
+        torch.autograd.grad(code, x, grad_outputs=torch.ones_like(code))
+    return _timed(step, n_measure, device) / batch, 0.0
+
+
+def sweep(kind, size, n_measure, device):
+    """Seconds per iteration of the 20-layer CaffeNet sweep of one image: ``shared`` (one
+    invert_at_layers run), ``separate`` (invert per layer) or ``naive`` (the plain loop)."""
+    from preimage import presets, representations
+    from preimage.objective import Setting
+    from preimage.optimise import invert, invert_at_layers
+    from preimage.representations import caffenet
+
+    layers = [layer.name for layer in representations.layers("caffenet")]
+    x0 = _images(1, size, device)
+    if kind == "naive":
+        net = caffenet.network().eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return sum(naive("caffenet", layer, 1, size, n_measure, device, (net, getattr(net, layer)))[0]
+                   for layer in layers), 0.0
+    reps = [representations.get("caffenet", layer, weights="random") for layer in layers]
+    settings = [Setting(lambda_tv=presets.lambda_tv_for("caffenet", layer)) for layer in layers]
+    schedule = lambda n: presets.Schedule(((1e-3, n),))  # noqa: E731
+    if kind == "shared":
+        run = lambda n: invert_at_layers(reps, x0, settings=settings, schedules=schedule(n),  # noqa: E731
+                                         device=device, progress=False)
+    else:
+        run = lambda n: [invert(r, x0, settings=s, schedule=schedule(n), device=device, progress=False)  # noqa: E731
+                         for r, s in zip(reps, settings)]
+    return _per_iteration(run, n_measure, device)
+
+
+def measure(spec: dict) -> dict:
+    """Run one measurement: seconds per iteration and of setup (per image), peak memory in MiB."""
+    device = torch.device(spec["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    what = spec.pop("what")
+    fn = {"library": library, "naive": naive, "floor": floor, "sweep": sweep}[what]
+    per_iteration, setup = fn(**{k: (device if k == "device" else v) for k, v in spec.items()})
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"per_iteration": per_iteration, "setup": setup, "peak_mib": peak}
+
+
+# ---- the table (parent process) --------------------------------------------------------------
+
+def child(**spec) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"measurement {spec} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine(device: str) -> str:
+    name = (torch.cuda.get_device_name() if device == "cuda"
+            else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads")
+    return f"{platform.node()}: {device} ({name}), torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--measure", type=int, default=3, help="timed iterations per measurement (after 1 warm-up)")
+    p.add_argument("--quick", action="store_true", help="B = 1 and 8 only, no sweep (a smoke test)")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(measure(json.loads(args.one))))
+        return
+    t_start = time.perf_counter()
+    print(f"machine: {machine(args.device)}\n")
+    print("| representation | layer | B | (a) library s/recon. | (b) naive s/recon. | (c) floor s/recon. "
+          "| (a)/(b) | (a)/(c) | peak MiB (a) / (b) / (c) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    batches = BATCHES[:2] if args.quick else BATCHES
+    for model, (layers, size, iterations) in AXES.items():
+        for layer in layers:
+            common = dict(model=model, layer=layer, size=size, n_measure=args.measure, device=args.device)
+            b = child(what="naive", batch=1, **common)
+            for batch in batches:
+                a = child(what="library", batch=batch, **common)
+                c = child(what="floor", batch=batch, **common)
+                ta, tb, tc = (r["setup"] + r["per_iteration"] * iterations for r in (a, b, c))
+                print(f"| {model} | {layer} | {batch} | {ta:.2f} | {tb:.2f} | {tc:.2f} | {ta / tb:.2f} | "
+                      f"{ta / tc:.2f} | {a['peak_mib']:.0f} / {b['peak_mib']:.0f} / {c['peak_mib']:.0f} |",
+                      flush=True)
+    if not args.quick:
+        common = dict(size=227, n_measure=args.measure, device=args.device)
+        runs = {kind: child(what="sweep", kind=kind, **common) for kind in ("shared", "separate", "naive")}
+        per = {kind: r["setup"] + r["per_iteration"] * 400 for kind, r in runs.items()}
+        print(f"\n20-layer CaffeNet sweep of one image, 400 iterations: shared run {per['shared']:.1f} s, "
+              f"one run per layer {per['separate']:.1f} s, naive loop {per['naive']:.1f} s: "
+              f"{per['naive'] / per['shared']:.2f}x faster than naive (peak MiB "
+              f"{runs['shared']['peak_mib']:.0f} / {runs['separate']['peak_mib']:.0f} / "
+              f"{runs['naive']['peak_mib']:.0f})")
+        # Table 3: 100 images x 3 λ = 300 such sweeps; batched B-wide they run faster still, so
+        # this is an upper bound from B = 1.
+        print(f"Table 3 protocol (100 images x 20 layers x 3 λ, 400 iterations) as 300 such sweeps: "
+              f"{300 * per['shared'] / 60:.0f} min on this device (upper bound: one image per batch)")
+    print(f"\nbenchmark time: {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
