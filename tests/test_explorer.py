@@ -63,7 +63,8 @@ def test_run_shows_the_reconstruction_the_curve_and_the_error(fast, tmp_path):
     s = result.provenance["settings"][0]
     assert (s["lambda_tv"], s["beta"], result.provenance["restarts"]) == (2.0, 1.5, 2)
     assert result.provenance["representation"]["layer"] == "stem" and result.provenance["image_size"] == [48, 48]
-    assert len(live) >= 5 and len(set(live)) >= 2 and len(plot) >= 5  # updated every 2 iterations
+    assert len(live) >= 5 and len(set(live)) >= 2  # updated every 2 iterations
+    assert len(plot) >= 2  # the first update and the end, at least (at most once a second between)
     assert Image.open(io.BytesIO(live[-1])).size == (48 * 3 + 8, 48)  # original + 2 restarts
     assert f"{result.error[0]:.3f}" in fast.error_label.value and "done" in fast.message
     assert not fast.running and not fast.run_button.disabled and fast.stop_button.disabled

@@ -18,6 +18,7 @@ import html
 import io
 import re
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -241,6 +242,7 @@ class Explorer:
                   "callback": self._on_progress, "every": self.every,
                   "pixel_range": presets.pixel_range_for(model, layer)}
         self._original, self._rep, self._notes, self._warned = rgb, rep, warned + notes, bool(warned)
+        self._plotted = -np.inf  # the first live update draws the plot
         self.bar.max, self.bar.value = schedule.iterations, 0
         self.error_label.value = ""
         self._say("warning" if warned else "info",
@@ -277,7 +279,7 @@ class Explorer:
 
     def _on_progress(self, progress: Progress) -> None:
         self.bar.value = progress.iteration
-        self._show(progress.x, progress.energies)
+        self._show(progress.x, progress.energies, final=False)
         if self._stop.is_set():
             raise StopInversion
 
@@ -287,13 +289,16 @@ class Explorer:
         self.stop_button.disabled = not busy
 
     # ---- display ----------------------------------------------------------------------------
-    def _show(self, x, energies) -> None:
-        """The original beside the reconstruction(s), and the energy curves, as PNGs."""
+    def _show(self, x, energies, final: bool = True) -> None:
+        """The original beside the reconstruction(s), and the energy curves, as PNGs. Drawing the
+        plot costs more than a few iterations, so during a run it is redrawn once a second at most."""
         shown = images.stretch(images.to_pixels(x, self._rep.mean))
         gap = np.ones((shown.shape[1], 4, 3))
         strip = np.concatenate(sum(([gap, im] for im in shown), [self._original / 255.0]), axis=1)
         self.live.value = _png(strip)
-        self.plot.value = _energy_png(energies, self._rep.label)
+        if final or time.monotonic() - self._plotted > 1.0:
+            self.plot.value = _energy_png(energies, self._rep.label)
+            self._plotted = time.monotonic()
 
     def _say(self, level: str, lines: list[str]) -> None:
         colour = {"info": "inherit", "warning": "#a15c00", "error": "#c00000"}[level]
