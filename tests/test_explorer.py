@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from preimage import presets
-from preimage.errors import DivergenceError
+from preimage.errors import DivergenceError, ImageError
 from preimage.explorer import UPLOAD, explore
 
 
@@ -162,3 +162,13 @@ def test_random_weights_instead_of_imagenet_are_said():
 def test_save_before_any_run_says_so(tmp_path):
     e = explore(model="hog")
     assert e.save(tmp_path) == [] and "press Run first" in e.message and not list(tmp_path.iterdir())
+
+
+def test_an_image_path_is_read_at_once(tmp_path):
+    path = tmp_path / "mine.png"
+    path.write_bytes(_png_bytes(40))
+    e = explore(model="hog", image=str(path), size=0, iterations=5)
+    assert e.image.value == UPLOAD + "mine.png"
+    assert e.run(wait=True).provenance["image_size"] == [40, 40]
+    with pytest.raises(ImageError, match="not found"):
+        explore(model="hog", image=str(tmp_path / "missing.png"))

@@ -72,8 +72,7 @@ class Explorer:
 
         style, wide = {"description_width": "110px"}, w.Layout(width="340px")
         models = representations.models() + ([model] if model not in representations.models() else [])
-        self.image = w.Dropdown(options=list(images.shipped()), value=image, description="image",
-                                style=style, layout=wide)
+        self.image = w.Dropdown(options=list(images.shipped()), description="image", style=style, layout=wide)
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload image")
         self.model = w.Dropdown(options=models, value=model, description="model", style=style, layout=wide)
         self.weights = w.Dropdown(options=["auto", "imagenet", "random"], description="weights",
@@ -113,6 +112,14 @@ class Explorer:
         self.stop_button.on_click(lambda _: self.stop())
         self.save_button.on_click(lambda _: self.save())
         self._model_changed({"new": model})
+        if image in self.image.options:
+            self.image.value = image
+        else:  # a path: read now, so that a bad one fails here with ImageError
+            rgb, found = images.load(image)
+            notes += found
+            self._uploads[UPLOAD + Path(image).name] = rgb
+            self.image.options = [*self.image.options, UPLOAD + Path(image).name]
+            self.image.value = UPLOAD + Path(image).name
         # then the caller's choices over the model's defaults
         if weights is not None:
             self.weights.value = weights
@@ -247,9 +254,9 @@ class Explorer:
         self.error_label.value = ""
         self._say("warning" if warned else "info",
                   self._notes + [f"running {rep.label}, {schedule.iterations} iterations…"])
-        return rep, x0, kwargs, name
+        return rep, x0, kwargs, name, rgb
 
-    def _work(self, rep, x0, kwargs, name):
+    def _work(self, rep, x0, kwargs, name, rgb):
         """The inversion itself (on the background thread for the Run button)."""
         try:
             result = invert(rep, x0, **kwargs)
@@ -264,7 +271,7 @@ class Explorer:
                 return
             raise
         result.provenance["images"] = [name]
-        self.result = result
+        self.result, self._result_rgb = result, rgb  # Save shows this original, whatever runs next
         self._show(result.x, result.energies)
         errors = ", ".join(f"{e:.3f}" for e in result.error)
         p = result.provenance
@@ -328,7 +335,7 @@ class Explorer:
                               f"tv{s['lambda_tv']:g}-b{s['beta']:g}-{p['iterations_run']}it".replace(".", "p"))
         folder = Path(folder if folder is not None else self.output.value)
         weights = rep["weights"] if rep["trained"] else f"{rep['weights']} weights, untrained"
-        panels = [[self._original / 255.0] + list(r.display())]
+        panels = [[self._result_rgb / 255.0] + list(r.display())]
         titles = [[image] + [f"restart {i + 1}\nerror {e:.3f}" for i, e in enumerate(r.error)]]
         fig = figures.grid(panels, titles, suptitle=f"{rep['model']} {rep['layer']} ({weights}): "
                            f"{figures.setting_title(s)}, {p['iterations_run']} iterations")
