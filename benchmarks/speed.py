@@ -1,6 +1,6 @@
 """How fast one reconstruction is: this library against a naive loop and the compute floor.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--measure 3] [--quick]
+    python benchmarks/speed.py [--device cpu|cuda] [--seconds 1.5] [--quick]
 
 For AlexNet (torchvision's architecture, random weights: the time does not depend on them) at
 conv1, conv3, pool5 and fc8 on 227×227 images with the paper's 400 iterations, and for HOG with
@@ -11,17 +11,19 @@ conv1, conv3, pool5 and fc8 on 227×227 images with the paper's 400 iterations, 
       at the layer, the same objective, one image at a time,
   (c) the compute floor: B forward and backward passes through the truncated network alone,
 
-each measured over ``--measure`` iterations after a warm-up and scaled to the full count (the
-printed times are setup + the measured time per iteration × iterations), with the peak memory and
+each timed per iteration (runs of about ``--seconds``, after a warm-up) and scaled to the full
+count: the printed times are setup + time per iteration × iterations; with the peak memory and
 the ratios (a)/(b) and (a)/(c). Then the paper's 20-layer sweep of one image (CaffeNet): one
-``invert_at_layers`` run against the naive loop at every layer, and the Table 3 protocol's
-time extrapolated from it. Every measurement runs in a fresh process, so each has its own peak
+``invert_at_layers`` run against one run per layer and the naive loop at every layer, and the
+Table 3 protocol's time from a shared run of ``--table3-batch`` images (with its FLOPs, counted
+by torch, for estimates on other devices). Every measurement runs in a fresh process, so each has its own peak
 memory (CPU: the process's peak resident set; CUDA: torch's peak allocation).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -47,28 +49,36 @@ def _images(n, size, device, channels=3, seed=0):
     return (torch.rand(n, channels, size, size, generator=g) * 255 - 120).to(device)
 
 
-def _timed(step, n_measure, device) -> float:
-    """Seconds per call of ``step`` after one warm-up call (one timed call when n_measure is 0)."""
-    if n_measure:
-        step()
+def _seconds(fn, device) -> float:
     _sync(device)
     t0 = time.perf_counter()
-    for _ in range(max(n_measure, 1)):
-        step()
+    fn()
     _sync(device)
-    return (time.perf_counter() - t0) / max(n_measure, 1)
+    return time.perf_counter() - t0
 
 
-def _per_iteration(run, n_measure, device) -> tuple[float, float]:
-    """(seconds per iteration, seconds of setup) of ``run(iterations)``, from runs of 1 and
-    1 + n_measure iterations after a warm-up."""
-    one = _timed(lambda: run(1), 1, device)
-    more = _timed(lambda: run(1 + n_measure), 0, device) if n_measure else one
-    per = (more - one) / n_measure
+def per_iteration(run, device, seconds) -> tuple[float, float]:
+    """(seconds per iteration, seconds of setup) of ``run(n)``, which does n iterations after
+    its setup: from the faster of two runs of 1 and of N iterations, N chosen so that a run
+    lasts about ``seconds`` (one run of 3 first gives the rough rate)."""
+    run(1)  # warm-up
+    one = _seconds(lambda: run(1), device)
+    rough = max((_seconds(lambda: run(3), device) - one) / 2, 1e-5)
+    n = min(max(3, math.ceil(seconds / rough)), 5000)
+    one = min(one, _seconds(lambda: run(1), device))
+    many = min(_seconds(lambda: run(n), device) for _ in range(2))
+    per = max(many - one, 0.0) / (n - 1)
     return per, max(one - per, 0.0)
 
 
-def library(model, layer, batch, size, n_measure, device):
+def _loop(step):
+    def run(n):
+        for _ in range(n):
+            step()
+    return run
+
+
+def library(model, layer, batch, size, seconds, device):
     """Seconds per iteration per image of ``invert`` on a batch, and its setup per image."""
     from preimage import invert, presets, representations
     from preimage.objective import Setting
@@ -76,8 +86,8 @@ def library(model, layer, batch, size, n_measure, device):
     rep = representations.get(model, layer, weights="random") if model != "hog" else representations.get("hog")
     x0 = _images(batch, size, device, rep.in_channels)
     setting = Setting(lambda_tv=presets.lambda_tv_for(model, layer)) if model != "hog" else Setting()
-    per, setup = _per_iteration(lambda n: invert(rep, x0, settings=setting, schedule=presets.Schedule(((1e-3, n),)),
-                                                 device=device, progress=False), n_measure, device)
+    per, setup = per_iteration(lambda n: invert(rep, x0, settings=setting, schedule=presets.Schedule(((1e-3, n),)),
+                                                device=device, progress=False), device, seconds)
     return per / batch, setup / batch
 
 
@@ -98,7 +108,7 @@ def naive_network(model, layer):
     return net, getattr(net, part)[index]
 
 
-def naive(model, layer, batch, size, n_measure, device, net=None):
+def naive(model, layer, batch, size, seconds, device, net=None):
     """Seconds per iteration per image of the plain loop: per image, the full forward, the code
     taken by a hook, the paper's objective written out, momentum SGD."""
     net, tap = net or naive_network(model, layer)
@@ -122,7 +132,7 @@ def naive(model, layer, batch, size, n_measure, device, net=None):
             loss = ((code - target) ** 2).sum() / (target ** 2).sum()
             dx = x[..., :, 1:] - x[..., :, :-1]
             dy = x[..., 1:, :] - x[..., :-1, :]
-            tv = (dx[..., :-1, :] ** 2 + dy[..., :, :-1] ** 2).sum()
+            tv = (dx ** 2).sum() + (dy ** 2).sum()
             energy = loss + (lam_tv / 2 * tv + lam_l2 / 2 * (x.abs() ** 6).sum()) / sigma ** 2
             grad, = torch.autograd.grad(energy, x)
             with torch.no_grad():
@@ -132,12 +142,12 @@ def naive(model, layer, batch, size, n_measure, device, net=None):
 
     images = _images(batch, size, device, 1 if model == "hog" else 3)
     steps = [one_image(images[i:i + 1]) for i in range(batch)]
-    per_iteration = _timed(lambda: [s() for s in steps], n_measure, device)
+    per, _ = per_iteration(_loop(lambda: [s() for s in steps]), device, seconds)
     hook.remove()
-    return per_iteration / batch, 0.0
+    return per / batch, 0.0
 
 
-def floor(model, layer, batch, size, n_measure, device):
+def floor(model, layer, batch, size, seconds, device):
     """Seconds per iteration per image of forward+backward through the truncated network."""
     from preimage import representations
     rep = representations.get(model, layer, weights="random") if model != "hog" else representations.get("hog")
@@ -147,24 +157,25 @@ def floor(model, layer, batch, size, n_measure, device):
     def step():
         code = body(x)
         torch.autograd.grad(code, x, grad_outputs=torch.ones_like(code))
-    return _timed(step, n_measure, device) / batch, 0.0
+    return per_iteration(_loop(step), device, seconds)[0] / batch, 0.0
 
 
-def sweep(kind, size, n_measure, device):
-    """Seconds per iteration of the 20-layer CaffeNet sweep of one image: ``shared`` (one
-    invert_at_layers run), ``separate`` (invert per layer) or ``naive`` (the plain loop)."""
+def sweep(kind, size, seconds, device, images=1):
+    """Seconds per iteration per image of the 20-layer CaffeNet sweep of ``images`` images:
+    ``shared`` (one invert_at_layers run), ``separate`` (invert per layer) or ``naive`` (the
+    plain loop, image by image)."""
     from preimage import presets, representations
     from preimage.objective import Setting
     from preimage.optimise import invert, invert_at_layers
     from preimage.representations import caffenet
 
     layers = [layer.name for layer in representations.layers("caffenet")]
-    x0 = _images(1, size, device)
+    x0 = _images(images, size, device)
     if kind == "naive":
         net = caffenet.network().eval()
         for p in net.parameters():
             p.requires_grad_(False)
-        return sum(naive("caffenet", layer, 1, size, n_measure, device, (net, getattr(net, layer)))[0]
+        return sum(naive("caffenet", layer, 1, size, seconds, device, (net, getattr(net, layer)))[0]
                    for layer in layers), 0.0
     reps = [representations.get("caffenet", layer, weights="random") for layer in layers]
     settings = [Setting(lambda_tv=presets.lambda_tv_for("caffenet", layer)) for layer in layers]
@@ -175,7 +186,24 @@ def sweep(kind, size, n_measure, device):
     else:
         run = lambda n: [invert(r, x0, settings=s, schedule=schedule(n), device=device, progress=False)  # noqa: E731
                          for r, s in zip(reps, settings)]
-    return _per_iteration(run, n_measure, device)
+    per, setup = per_iteration(run, device, seconds)
+    return per / images, setup / images
+
+
+def sweep_flops(size=227) -> int:
+    """FLOPs of one iteration of the 20-layer CaffeNet sweep of one image (forward to each layer
+    and back to the pixels), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from preimage import representations
+    from preimage.representations.shared import SharedTrunk
+    reps = [representations.get("caffenet", layer.name, weights="random")
+            for layer in representations.layers("caffenet")]
+    x = torch.zeros(len(reps), 3, size, size, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        codes = SharedTrunk(reps)(x, [1] * len(reps))
+        sum(c.sum() for c in codes).backward()  # autograd.grad trips the counter's hooks
+    return counter.get_total_flops()
 
 
 def measure(spec: dict) -> dict:
@@ -209,8 +237,9 @@ def machine(device: str) -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--measure", type=int, default=3, help="timed iterations per measurement (after 1 warm-up)")
+    p.add_argument("--seconds", type=float, default=1.5, help="about how long each timed run lasts")
     p.add_argument("--quick", action="store_true", help="B = 1 and 8 only, no sweep (a smoke test)")
+    p.add_argument("--table3-batch", type=int, default=8, help="images per shared run for the Table 3 line")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -224,7 +253,7 @@ def main():
     batches = BATCHES[:2] if args.quick else BATCHES
     for model, (layers, size, iterations) in AXES.items():
         for layer in layers:
-            common = dict(model=model, layer=layer, size=size, n_measure=args.measure, device=args.device)
+            common = dict(model=model, layer=layer, size=size, seconds=args.seconds, device=args.device)
             b = child(what="naive", batch=1, **common)
             for batch in batches:
                 a = child(what="library", batch=batch, **common)
@@ -234,7 +263,7 @@ def main():
                       f"{ta / tc:.2f} | {a['peak_mib']:.0f} / {b['peak_mib']:.0f} / {c['peak_mib']:.0f} |",
                       flush=True)
     if not args.quick:
-        common = dict(size=227, n_measure=args.measure, device=args.device)
+        common = dict(size=227, seconds=args.seconds, device=args.device)
         runs = {kind: child(what="sweep", kind=kind, **common) for kind in ("shared", "separate", "naive")}
         per = {kind: r["setup"] + r["per_iteration"] * 400 for kind, r in runs.items()}
         print(f"\n20-layer CaffeNet sweep of one image, 400 iterations: shared run {per['shared']:.1f} s, "
@@ -242,10 +271,13 @@ def main():
               f"{per['naive'] / per['shared']:.2f}x faster than naive (peak MiB "
               f"{runs['shared']['peak_mib']:.0f} / {runs['separate']['peak_mib']:.0f} / "
               f"{runs['naive']['peak_mib']:.0f})")
-        # Table 3: 100 images x 3 λ = 300 such sweeps; batched B-wide they run faster still, so
-        # this is an upper bound from B = 1.
-        print(f"Table 3 protocol (100 images x 20 layers x 3 λ, 400 iterations) as 300 such sweeps: "
-              f"{300 * per['shared'] / 60:.0f} min on this device (upper bound: one image per batch)")
+        # Table 3: 100 images x 3 λ, every image at 20 layers: 300 sweeps, run B images at a time
+        batch = child(what="sweep", kind="shared", images=args.table3_batch, **common)
+        one = batch["setup"] + batch["per_iteration"] * 400
+        flops = sweep_flops() * 400 * 300
+        print(f"Table 3 protocol (100 images x 20 layers x 3 λ, 400 iterations), {args.table3_batch} images "
+              f"per shared run: {one:.1f} s per image and 20 layers, {300 * one / 60:.0f} min on this device "
+              f"({flops / 1e15:.2f} PFLOP in all, {flops / (300 * one) / 1e9:.0f} GFLOP/s sustained)")
     print(f"\nbenchmark time: {time.perf_counter() - t_start:.0f} s")
 
 

@@ -1,5 +1,6 @@
 """The render loop: gradient descent with momentum (reset when the rate changes) or Adam, on a
-batch of images × settings × restarts, with progress, callbacks and divergence checks."""
+batch of images × settings × restarts (× layers of one network, sharing its forward pass), with
+progress, callbacks and divergence checks."""
 from __future__ import annotations
 
 import datetime
