@@ -57,6 +57,13 @@ def test_model_auto_falls_back_to_the_offline_network_loudly():
     assert rep.model == "efficientnet_lite0" and rep.trained
 
 
+def test_weights_auto_takes_the_packaged_file_not_random_ones(recwarn):
+    # the file ships in a pip package: nothing to download, so 'auto' must not fall back
+    rep = representations.get("efficientnet_lite0", "stem", weights="auto")
+    assert rep.trained and "untrained" not in rep.label
+    assert not [w for w in recwarn if "RANDOM" in str(w.message)]
+
+
 def test_bad_weights_files(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(1)}, bad)

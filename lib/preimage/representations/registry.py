@@ -89,7 +89,8 @@ def get(model: str, layer: str | None = None, weights: str | None = None, seed: 
     weights = weights or "imagenet"
     if weights != "auto":
         return m.build(layer, weights=weights, seed=seed)
-    if m.imagenet is not None and not (checkpoint_dir() / m.imagenet.filename).is_file():
+    downloaded = m.imagenet is not None and m.imagenet.url.startswith(("http://", "https://"))  # not packaged
+    if downloaded and not (checkpoint_dir() / m.imagenet.filename).is_file():
         reason = f"are not in {checkpoint_dir()}"
     else:
         try:
