@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preimage import presets
+from preimage import presets, representations
 from preimage.errors import DivergenceError, ImageError
 from preimage.explorer import UPLOAD, explore
 
@@ -42,7 +42,8 @@ def fast():
 
 def test_defaults_follow_the_model_and_layer():
     e = explore()
-    assert e.model.value == "efficientnet_lite0" and e.weights.value == "imagenet"  # packaged weights
+    assert e.model.value == "efficientnet_lite0" and e.weights.value == "auto"
+    assert representations.get(e.model.value, "stem", weights=e.weights.value).trained  # packaged weights
     assert e.layer.value == "stage2" and e.size.value == 224
     assert e.iterations.value == presets.schedule_for("quick").iterations == 100
     e.layer.value = "stage6"  # Fig. 6's block, λ_Vβ = λ_TV / 2 shown beside

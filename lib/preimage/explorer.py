@@ -30,9 +30,6 @@ from .objective import Setting, mask
 from .optimise import Progress, invert
 from .results import InversionResult
 
-# efficientnet_lite0's ImageNet weights ship in a pip package, so they are always there; the
-# registry's "auto" looks only in the torch cache and would fall back to random weights.
-PACKAGED_WEIGHTS = {"efficientnet_lite0": "imagenet"}
 GROUPS = (("all channels", 0), ("first half", 1), ("second half", 2))
 UPLOAD = "upload: "  # prefix of uploaded images in the image menu
 
@@ -149,7 +146,7 @@ class Explorer:
             return
         hand_designed = model in presets.SHALLOW_MODELS
         self.weights.disabled = hand_designed  # HOG and DSIFT have nothing to load
-        self.weights.value = PACKAGED_WEIGHTS.get(model, "auto")
+        self.weights.value = "auto"
         overview = presets.OVERVIEW_LAYERS.get(model, names[:1])  # early-middle layer, else the first
         self.layer.options = names
         self.layer.value = overview[1] if len(overview) > 1 else overview[0]
