@@ -98,6 +98,18 @@ def test_one_beta_and_alpha_for_all_items_equal_the_per_item_path(shape):
         torch.testing.assert_close(g_fast, g_general, rtol=1e-10, atol=1e-10 * g_general.abs().max().item())
 
 
+@pytest.mark.parametrize("kind", ["l2", "inner"])
+def test_feature_loss_gradient_matches_finite_differences(kind):
+    phi0 = _random_point(8, (3, 4, 2, 5))
+    m = torch.rand(phi0.shape, generator=torch.Generator().manual_seed(9), dtype=phi0.dtype)  # weights, not 0/1
+    phi = _random_point(10, phi0.shape).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: feature_loss(p, phi0, m, kind), (phi,), eps=1e-6, atol=1e-7, rtol=1e-6)
+    # the loss is the definition: Σ m·d² / Σ m·Φ0² per item
+    d, t = (phi - phi0).flatten(1), phi0.flatten(1)
+    expected = (m.flatten(1) * d * d).sum(1) if kind == "l2" else -(m.flatten(1) * phi.flatten(1) * t).sum(1)
+    torch.testing.assert_close(feature_loss(phi, phi0, m, kind), expected / (m.flatten(1) * t * t).sum(1))
+
+
 def test_alpha_norm_hand_computed():
     x = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]]]], dtype=torch.float64)
     assert alpha_norm(x, 6.0).item() == pytest.approx(1 + 64 + 0.5 ** 6)
