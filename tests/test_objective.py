@@ -88,8 +88,9 @@ def test_one_beta_and_alpha_for_all_items_equal_the_per_item_path(shape):
     they must give the per-item path's values and gradients."""
     x = _random_point(7, shape).mul(50).requires_grad_(True)
     each = torch.full((shape[0],), 1.0, dtype=x.dtype)
-    for fast, general in [(lambda t: tv_beta(t, 2.0), lambda t: tv_beta(t, 2 * each)),
-                          (lambda t: alpha_norm(t, 6.0), lambda t: alpha_norm(t, 6 * each))]:
+    pairs = [(lambda t: tv_beta(t, 2.0), lambda t: tv_beta(t, 2 * each))]
+    pairs += [(lambda t, a=a: alpha_norm(t, a), lambda t, a=a: alpha_norm(t, a * each)) for a in (6.0, 3.0, 2.5, 12.0)]
+    for fast, general in pairs:
         w = torch.arange(1.0, shape[0] + 1, dtype=x.dtype)  # a different weight per item
         v_fast, v_general = fast(x), general(x)
         torch.testing.assert_close(v_fast, v_general, rtol=1e-10, atol=0)

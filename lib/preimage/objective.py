@@ -131,23 +131,37 @@ class _PowClamped(torch.autograd.Function):
 
 
 class _TVQuadratic(torch.autograd.Function):
-    """TV_2 per item from one 3×3 convolution: its gradient is g = −2·Laplacian(x) (the border
-    replicated, i.e. no difference past it), and a quadratic form's value is ½⟨x, g⟩. The
-    paper's usual β = 2 then costs two passes over the image instead of a dozen."""
+    """TV_2 per item from its gradient g = 2·(4x − the 4 neighbours), the border replicated (no
+    difference past it), and a quadratic form's value ½⟨x, g⟩: a handful of passes over the
+    image for the paper's usual β = 2, where the general path takes a dozen and a power."""
 
     @staticmethod
     def forward(ctx, x):
-        n, c, h, w = x.shape
-        laplacian = x.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-        padded = F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
-        g = F.conv2d(padded, laplacian).view_as(x).mul_(-2)
+        p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        g = x.mul(8)
+        for neighbour in (p[..., 1:-1, 2:], p[..., 1:-1, :-2], p[..., 2:, 1:-1], p[..., :-2, 1:-1]):
+            g.sub_(neighbour, alpha=2)
         ctx.save_for_backward(g)
-        return 0.5 * (x * g).flatten(1).sum(1)
+        return 0.5 * torch.linalg.vecdot(x.flatten(1), g.flatten(1))
 
     @staticmethod
     def backward(ctx, grad):
         g, = ctx.saved_tensors
         return grad.view(-1, 1, 1, 1) * g
+
+
+def _power(a: torch.Tensor, k: float) -> torch.Tensor:
+    """a^k, by multiplications for small whole k (α = 6 gives k = 5): pow costs ~40 of them."""
+    if k != int(k) or not 1 <= k <= 16:
+        return a.pow(k)
+    result, base, k = None, a, int(k)
+    while k:
+        if k & 1:
+            result = base if result is None else result * base
+        k >>= 1
+        if k:
+            base = base * base
+    return result
 
 
 class _AbsPow(torch.autograd.Function):
@@ -156,10 +170,10 @@ class _AbsPow(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha: float):
         a = x.abs()
-        p = a.pow(alpha - 1)
+        p = _power(a, alpha - 1)
         ctx.save_for_backward(x, p)
         ctx.alpha = alpha
-        return (p * a).flatten(1).sum(1)
+        return torch.linalg.vecdot(p.flatten(1), a.flatten(1))
 
     @staticmethod
     def backward(ctx, grad):
