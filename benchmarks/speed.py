@@ -1,6 +1,6 @@
 """How fast one reconstruction is: this library against a naive loop and the compute floor.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--seconds 1.0] [--table3-batch 1] [--quick]
+    python benchmarks/speed.py [--device cpu|cuda] [--seconds 0.8] [--table3-batch 1] [--quick]
 
 For AlexNet (torchvision's architecture, random weights: the time does not depend on them) at
 conv1, conv3, pool5 and fc8 on 227×227 images with the paper's 400 iterations, and for HOG with
@@ -59,13 +59,12 @@ def _seconds(fn, device) -> float:
 
 def per_iteration(run, device, seconds) -> tuple[float, float]:
     """(seconds per iteration, seconds of setup) of ``run(n)``, which does n iterations after
-    its setup: from the faster of two runs of 1 and of N iterations, N chosen so that a run
-    lasts about ``seconds`` (one run of 3 first gives the rough rate)."""
+    its setup: from a run of 1 and the faster of two runs of N iterations, N chosen so that a
+    run lasts about ``seconds`` (a run of 3 first gives the rough rate)."""
     run(1)  # warm-up
     one = _seconds(lambda: run(1), device)
     rough = max((_seconds(lambda: run(3), device) - one) / 2, 1e-5)
     n = min(max(3, math.ceil(seconds / rough)), 5000)
-    one = min(one, _seconds(lambda: run(1), device))
     many = min(_seconds(lambda: run(n), device) for _ in range(2))
     per = max(many - one, 0.0) / (n - 1)
     return per, max(one - per, 0.0)
@@ -237,7 +236,7 @@ def machine(device: str) -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seconds", type=float, default=1.0, help="about how long each timed run lasts")
+    p.add_argument("--seconds", type=float, default=0.8, help="about how long each timed run lasts")
     p.add_argument("--quick", action="store_true", help="B = 1 and 8 only, no sweep (a smoke test)")
     p.add_argument("--table3-batch", type=int, default=1,
                    help="images per shared run for the Table 3 line (a GPU wants 32 or more)")
