@@ -33,7 +33,8 @@ def shareable(representations: list[Representation]) -> str | None:
     deepest = chains[-1]
     for chain in chains:
         for mine, theirs in zip(chain, deepest):
-            if type(mine) is not type(theirs) or not _same_state(mine, theirs):
+            # repr carries a module's configuration (kernel, stride, ...), the state its weights
+            if repr(mine) != repr(theirs) or not _same_state(mine, theirs):
                 return f"the layers of {first.model} are not prefixes of one chain with the same weights"
     return None
 
