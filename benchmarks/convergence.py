@@ -31,7 +31,7 @@ import torch
 import preimage
 from preimage import images, presets, representations
 from preimage.objective import Objective, mask
-from preimage.optimise import _pixel_bounds, start_noise
+from preimage.optimise import pixel_bounds, start_noise
 
 MODEL = "efficientnet_lite0"
 
@@ -56,7 +56,7 @@ def run_lbfgs(rep, x0, setting, passes, pixel_range, history=100):
     shape = tuple(x0.shape[1:])
     objective = Objective(rep, target, mask(tuple(target.shape[1:]), setting, rep.layer)[None], [setting], shape)
     s = objective.sigma
-    lo, hi = _pixel_bounds(rep.mean, "cpu") if pixel_range else (None, None)
+    lo, hi = pixel_bounds(rep.mean, "cpu") if pixel_range else (None, None)
     u = start_noise(shape, 0, 0)[None].requires_grad_(True)  # invert's seed 0, restart 0
     opt = torch.optim.LBFGS([u], lr=1, max_iter=1, max_eval=30, history_size=history,
                             tolerance_grad=1e-12, tolerance_change=1e-12, line_search_fn="strong_wolfe")

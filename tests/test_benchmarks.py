@@ -38,3 +38,13 @@ def test_per_iteration_separates_setup_from_iterations(monkeypatch):
     monkeypatch.setattr(speed, "_seconds", seconds)
     per, setup = speed.per_iteration(run, "cpu", seconds=50)
     assert per == pytest.approx(2) and setup == pytest.approx(20)
+
+
+def test_convergence_study_writes_its_figure_and_table(tmp_path):
+    script = SPEED.parent / "convergence.py"
+    out = subprocess.run([sys.executable, str(script), "--layers", "stem", "--iterations", "6", "--adam", "1",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "convergence.png").stat().st_size > 0
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| astronaut")]
+    assert len(rows) == 2 and "stem" in rows[0] and "hog" in rows[1]

@@ -128,7 +128,7 @@ def _run(reps, targets, settings, shape, *, restarts, loss, schedules, optimizer
     items = np.array([(g, n, s, r) for g in range(len(reps)) for n in range(len(targets[g]))
                       for s in range(len(settings[g])) for r in range(restarts)], dtype=np.int64).reshape(-1, 4)
     batch_size = batch_size or len(items)
-    low, high = _pixel_bounds(reps[0].mean, device)
+    low, high = pixel_bounds(reps[0].mean, device)
 
     t0 = time.perf_counter()
     chunks = []
@@ -231,7 +231,7 @@ def _targets(rep, images, codes, image_size, device):
     return (rep.in_channels, h, w), codes.to(device)
 
 
-def _pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean-subtracted values of pixels 0 and 255, (1, C, 1, 1) each."""
     m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     return -m, 255 - m
