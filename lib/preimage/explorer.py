@@ -28,6 +28,7 @@ from . import images, presets, representations
 from .errors import ImageError, PreimageError, SettingsError, StopInversion
 from .objective import Setting, mask
 from .optimise import Progress, invert
+from .representations.base import weights_label
 from .results import InversionResult
 
 GROUPS = (("all channels", 0), ("first half", 1), ("second half", 2))
@@ -331,7 +332,7 @@ class Explorer:
         stem = stem or re.sub(r"[^A-Za-z0-9_=-]+", "_", f"{rep['model']}-{rep['layer']}-{Path(image).stem}-"
                               f"tv{s['lambda_tv']:g}-b{s['beta']:g}-{p['iterations_run']}it".replace(".", "p"))
         folder = Path(folder if folder is not None else self.output.value)
-        weights = rep["weights"] if rep["trained"] else f"{rep['weights']} weights, untrained"
+        weights = weights_label(rep["weights"], rep["trained"])
         panels = [[self._result_rgb / 255.0] + list(r.display())]
         titles = [[image] + [f"restart {i + 1}\nerror {e:.3f}" for i, e in enumerate(r.error)]]
         fig = figures.grid(panels, titles, suptitle=f"{rep['model']} {rep['layer']} ({weights}): "

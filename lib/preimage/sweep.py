@@ -15,6 +15,7 @@ from . import images as images_lib
 from . import presets, representations
 from .objective import Setting
 from .optimise import invert, invert_at_layers
+from .representations.base import weights_label
 from .representations.shared import shareable
 from .results import InversionResult
 
@@ -87,7 +88,7 @@ def provenance(results: dict[str, InversionResult], **extra) -> dict:
     iterations, optimiser, seed, device, time and errors (plus ``extra``)."""
     first = next(iter(results.values())).provenance
     rep = first["representation"]
-    weights = rep["weights"] if rep["trained"] else f"{rep['weights']} weights, untrained"  # titles show it
+    weights = weights_label(rep["weights"], rep["trained"])  # titles show it
     return {**extra, "model": rep["model"], "weights": weights, "trained": rep["trained"],
             "images": first.get("images"),
             "layers": {layer: {"settings": r.provenance["settings"], "restarts": r.provenance["restarts"],

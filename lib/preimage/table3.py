@@ -31,6 +31,7 @@ from .atomic import write_json
 from .errors import ImageError, PreimageError, SettingsError, UnknownNameError
 from .objective import Setting
 from .optimise import invert, resolve_device
+from .representations.base import weights_label
 
 LAMBDA_TVS = (1.0, 10.0, 100.0)  # λ_Vβ = λ_TV / 2 = 0.5, 5, 50: Table 3's three rows
 PAPER_MODELS = ("alexnet", "caffenet")  # whose layer names are the paper's (CNN-A = CaffeNet)
@@ -99,7 +100,7 @@ class Plan:
 
     @property
     def weights_label(self) -> str:
-        return self.weights_name if self.trained else f"{self.weights_name} weights, untrained"
+        return weights_label(self.weights_name, self.trained)
 
     def items(self) -> list[Item]:
         """Every item, in a fixed order: layer, then λ, then image."""

@@ -37,6 +37,11 @@ def find_layer(layers: list[LayerInfo], name: str, model: str, absent: dict[str,
     raise unknown(f"layer of {model}", name, names)
 
 
+def weights_label(weights: str, trained: bool) -> str:
+    """How titles and records name the weights: random ones always say "untrained"."""
+    return weights if trained else f"{weights} weights, untrained"
+
+
 class Representation(nn.Module):
     """Φ truncated at one layer: maps a batch (N, C, H, W) of mean-subtracted images in pixel
     units (0..255 scale minus ``mean``) to the code at ``layer``. Parameters are frozen: the
@@ -82,7 +87,7 @@ class Representation(nn.Module):
 
     @property
     def weights_label(self) -> str:
-        return self.weights if self.trained else f"{self.weights} weights, untrained"
+        return weights_label(self.weights, self.trained)
 
     @property
     def label(self) -> str:
