@@ -1,6 +1,6 @@
 """How fast one reconstruction is: this library against a naive loop and the compute floor.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--seconds 0.8] [--table3-batch 1] [--quick]
+    python benchmarks/speed.py [--device cpu|cuda] [--seconds 0.5] [--rounds 5] [--table3-batch 1] [--quick]
 
 For AlexNet (torchvision's architecture, random weights: the time does not depend on them) at
 conv1, conv3, pool5 and fc8 on 227×227 images with the paper's 400 iterations, and for HOG with
@@ -11,36 +11,45 @@ conv1, conv3, pool5 and fc8 on 227×227 images with the paper's 400 iterations, 
       at the layer, the same objective, one image at a time,
   (c) the compute floor: B forward and backward passes through the truncated network alone,
 
-each timed per iteration (runs of about ``--seconds``, after a warm-up) and scaled to the full
-count: the printed times are setup + time per iteration × iterations; with the peak memory and
-the ratios (a)/(b) and (a)/(c). Then the paper's 20-layer sweep of one image (CaffeNet): one
-``invert_at_layers`` run against one run per layer and the naive loop at every layer, and the
-Table 3 protocol's time from a shared run of ``--table3-batch`` images (with its FLOPs, counted
-by torch, for estimates on other devices). Every measurement runs in a fresh process, so each has its own peak
-memory (CPU: the process's peak resident set; CUDA: torch's peak allocation).
+with the peak memory and the ratios (a)/(b) and (a)/(c). Then the paper's 20-layer sweep of one
+image (CaffeNet): one ``invert_at_layers`` run against one run per layer and the naive loop at
+every layer, and the Table 3 protocol's time from a shared run of ``--table3-batch`` images (with
+its FLOPs, counted by torch, for estimates on other devices).
+
+Timing: a reconstruction's time is its setup plus the time per iteration × iterations, each read
+off a run of 1 iteration and a run of about ``--seconds``. The runs being compared take turns, in
+``--rounds`` rounds, and the printed times and ratios are medians over the rounds (with the
+ratios' range): a slow spell of a shared machine then slows all of them alike, where separate
+measurements minutes apart differ by a third (measured on the build VM).
+
+Memory: each measurement is built and run for two iterations in a process of its own, forked
+from one that has imported the libraries and done nothing else (CPU: its peak resident set,
+minus that process's; CUDA: torch's peak allocation).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
 import torch
-from torch import nn
 
 AXES = {"alexnet": (["conv1", "conv3", "pool5", "fc8"], 227, 400), "hog": (["hog"], 227, 800)}
 BATCHES = (1, 8, 32)
+SWEEP_KINDS = ("shared", "separate", "naive")
 
 
-# ---- one measurement (in a child process) ----------------------------------------------------
+# ---- timing ----------------------------------------------------------------------------------
 
 def _sync(device):
-    if device.type == "cuda":
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
 
@@ -57,17 +66,25 @@ def _seconds(fn, device) -> float:
     return time.perf_counter() - t0
 
 
-def per_iteration(run, device, seconds) -> tuple[float, float]:
-    """(seconds per iteration, seconds of setup) of ``run(n)``, which does n iterations after
-    its setup: from a run of 1 and the faster of two runs of N iterations, N chosen so that a
-    run lasts about ``seconds`` (a run of 3 first gives the rough rate)."""
-    run(1)  # warm-up
-    one = _seconds(lambda: run(1), device)
-    rough = max((_seconds(lambda: run(3), device) - one) / 2, 1e-5)
-    n = min(max(3, math.ceil(seconds / rough)), 5000)
-    many = min(_seconds(lambda: run(n), device) for _ in range(2))
-    per = max(many - one, 0.0) / (n - 1)
-    return per, max(one - per, 0.0)
+def rounds(runs: dict, device, seconds: float, count: int) -> dict[str, list[tuple[float, float]]]:
+    """(seconds per iteration, seconds of setup) of each ``runs[name](n)`` (a setup, then n
+    iterations), once per round, the runs taking turns in each of ``count`` rounds. Each is
+    read off a run of 1 iteration and one of n + 1, n chosen so that a run lasts about
+    ``seconds`` (from a warm-up run of 1 and one of 2)."""
+    length = {}
+    for name, run in runs.items():
+        run(1)  # warm-up
+        one = _seconds(lambda: run(1), device)
+        rough = max(_seconds(lambda: run(2), device) - one, 1e-5)
+        length[name] = min(max(2, math.ceil(seconds / rough)), 5000)
+    samples = {name: [] for name in runs}
+    for _ in range(count):
+        for name, run in runs.items():
+            n = length[name]
+            one = _seconds(lambda: run(1), device)
+            per = max(_seconds(lambda: run(n + 1), device) - one, 0.0) / n
+            samples[name].append((per, max(one - per, 0.0)))
+    return samples
 
 
 def _loop(step):
@@ -77,25 +94,30 @@ def _loop(step):
     return run
 
 
-def library(model, layer, batch, size, seconds, device):
-    """Seconds per iteration per image of ``invert`` on a batch, and its setup per image."""
-    from preimage import invert, presets, representations
+# ---- what is timed: each builder returns run(n) ----------------------------------------------
+
+def _representation(model, layer):
+    from preimage import representations
+    return representations.get(model, layer, weights="random") if model != "hog" else representations.get("hog")
+
+
+def library(model, layer, batch, size, device):
+    """``invert`` on a batch, the paper's λ for the layer, a constant rate."""
+    from preimage import invert, presets
     from preimage.objective import Setting
 
-    rep = representations.get(model, layer, weights="random") if model != "hog" else representations.get("hog")
+    rep = _representation(model, layer)
     x0 = _images(batch, size, device, rep.in_channels)
     setting = Setting(lambda_tv=presets.lambda_tv_for(model, layer)) if model != "hog" else Setting()
-    per, setup = per_iteration(lambda n: invert(rep, x0, settings=setting, schedule=presets.Schedule(((1e-3, n),)),
-                                                device=device, progress=False), device, seconds)
-    return per / batch, setup / batch
+    return lambda n: invert(rep, x0, settings=setting, schedule=presets.Schedule(((1e-3, n),)), device=device,
+                            progress=False)
 
 
 def naive_network(model, layer):
     """The whole network and the module whose output is the code (torchvision's AlexNet, with
     its in-place ReLUs, as a plain script would use it)."""
     if model == "hog":
-        from preimage import representations
-        body = representations.get("hog").body
+        body = _representation("hog", "hog").body
         return body, body
     from torchvision.models import alexnet
 
@@ -107,16 +129,16 @@ def naive_network(model, layer):
     return net, getattr(net, part)[index]
 
 
-def naive(model, layer, batch, size, seconds, device, net=None):
-    """Seconds per iteration per image of the plain loop: per image, the full forward, the code
-    taken by a hook, the paper's objective written out, momentum SGD."""
+def naive(model, layer, batch, size, device, net=None):
+    """The plain loop: per image, the full forward, the code taken by a hook, the paper's
+    objective written out, momentum SGD. The hook is on only while ``run`` runs."""
     net, tap = net or naive_network(model, layer)
     net = net.to(device)
     grabbed = {}
-    hook = tap.register_forward_hook(lambda m, i, o: grabbed.__setitem__("code", o.clone()))
     scale = 1 / (255 * torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1))
     forward = (lambda x: net(x * scale)) if model == "alexnet" else net  # noqa: E731
     sigma, lam_tv, lam_l2 = 27098.1157 * (size / 227), 1.0, 8e-10
+    images = _images(batch, size, device, 1 if model == "hog" else 3)
 
     def one_image(x0):
         with torch.no_grad():
@@ -139,54 +161,54 @@ def naive(model, layer, batch, size, seconds, device, net=None):
                 x.add_(velocity)
         return iteration
 
-    images = _images(batch, size, device, 1 if model == "hog" else 3)
-    steps = [one_image(images[i:i + 1]) for i in range(batch)]
-    per, _ = per_iteration(_loop(lambda: [s() for s in steps]), device, seconds)
-    hook.remove()
-    return per / batch, 0.0
+    def run(n):
+        hook = tap.register_forward_hook(lambda m, i, o: grabbed.__setitem__("code", o.clone()))
+        try:
+            steps = [one_image(images[i:i + 1]) for i in range(batch)]
+            for _ in range(n):
+                for step in steps:
+                    step()
+        finally:
+            hook.remove()
+    return run
 
 
-def floor(model, layer, batch, size, seconds, device):
-    """Seconds per iteration per image of forward+backward through the truncated network."""
-    from preimage import representations
-    rep = representations.get(model, layer, weights="random") if model != "hog" else representations.get("hog")
+def floor(model, layer, batch, size, device):
+    """Forward+backward through the truncated network."""
+    rep = _representation(model, layer)
     body = rep.body.to(device)
     x = _images(batch, size, device, rep.in_channels).requires_grad_(True)
 
     def step():
         code = body(x)
         torch.autograd.grad(code, x, grad_outputs=torch.ones_like(code))
-    return per_iteration(_loop(step), device, seconds)[0] / batch, 0.0
+    return _loop(step)
 
 
-def sweep(kind, size, seconds, device, images=1):
-    """Seconds per iteration per image of the 20-layer CaffeNet sweep of ``images`` images:
-    ``shared`` (one invert_at_layers run), ``separate`` (invert per layer) or ``naive`` (the
-    plain loop, image by image)."""
+def sweep(kind, size, device, images=1):
+    """The 20-layer CaffeNet sweep of ``images`` images: ``shared`` (one invert_at_layers run),
+    ``separate`` (invert per layer) or ``naive`` (the plain loop at each layer, image by image)."""
     from preimage import presets, representations
     from preimage.objective import Setting
     from preimage.optimise import invert, invert_at_layers
     from preimage.representations import caffenet
 
     layers = [layer.name for layer in representations.layers("caffenet")]
-    x0 = _images(images, size, device)
     if kind == "naive":
         net = caffenet.network().eval()
         for p in net.parameters():
             p.requires_grad_(False)
-        return sum(naive("caffenet", layer, 1, size, seconds, device, (net, getattr(net, layer)))[0]
-                   for layer in layers), 0.0
+        loops = [naive("caffenet", layer, images, size, device, (net, getattr(net, layer))) for layer in layers]
+        return lambda n: [run(n) for run in loops]
+    x0 = _images(images, size, device)
     reps = [representations.get("caffenet", layer, weights="random") for layer in layers]
     settings = [Setting(lambda_tv=presets.lambda_tv_for("caffenet", layer)) for layer in layers]
     schedule = lambda n: presets.Schedule(((1e-3, n),))  # noqa: E731
     if kind == "shared":
-        run = lambda n: invert_at_layers(reps, x0, settings=settings, schedules=schedule(n),  # noqa: E731
-                                         device=device, progress=False)
-    else:
-        run = lambda n: [invert(r, x0, settings=s, schedule=schedule(n), device=device, progress=False)  # noqa: E731
-                         for r, s in zip(reps, settings)]
-    per, setup = per_iteration(run, device, seconds)
-    return per / images, setup / images
+        return lambda n: invert_at_layers(reps, x0, settings=settings, schedules=schedule(n), device=device,
+                                          progress=False)
+    return lambda n: [invert(r, x0, settings=s, schedule=schedule(n), device=device, progress=False)
+                      for r, s in zip(reps, settings)]
 
 
 def sweep_flops(size=227) -> int:
@@ -205,20 +227,81 @@ def sweep_flops(size=227) -> int:
     return counter.get_total_flops()
 
 
-def measure(spec: dict) -> dict:
-    """Run one measurement: seconds per iteration and of setup (per image), peak memory in MiB."""
-    device = torch.device(spec["device"])
-    if device.type == "cuda":
+BUILDERS = {"library": library, "naive": naive, "floor": floor, "sweep": sweep}
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+def peak_memory(build, device) -> float:
+    """Peak MiB of building ``build()`` and running it for two iterations. CPU: in a forked
+    process, its peak resident set (a fork starts from this process's resident set, which the
+    caller subtracts); so call it before this process computes anything (a torch op in a fork
+    of a process whose OpenMP threads have run hangs: measured). CUDA: torch's peak allocation, in this process."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    what = spec.pop("what")
-    fn = {"library": library, "naive": naive, "floor": floor, "sweep": sweep}[what]
-    per_iteration, setup = fn(**{k: (device if k == "device" else v) for k, v in spec.items()})
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"per_iteration": per_iteration, "setup": setup, "peak_mib": peak}
+        build()(2)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            build()(2)
+            message = str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        except BaseException as e:  # report anything, then leave without running the parent's code
+            message, code = f"error: {type(e).__name__}: {e}", 1
+        os.write(write, message.encode())
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        message = f.read()
+    os.waitpid(pid, 0)
+    if message.startswith("error") or not message:
+        raise RuntimeError(f"memory measurement failed: {message or 'the process died'}")
+    return float(message)
 
 
-# ---- the table (parent process) --------------------------------------------------------------
+def baseline_memory(device) -> float:
+    """What ``peak_memory`` starts from: on the CPU, the peak MiB of a fork that does nothing
+    once the libraries the measurements use are imported (the imports are not theirs)."""
+    if torch.device(device).type == "cuda":
+        return 0.0
+    import torchvision.models  # noqa: F401
+
+    import preimage.representations  # noqa: F401
+    return peak_memory(lambda: (lambda n: None), "cpu")
+
+
+# ---- one child process per row group ---------------------------------------------------------
+
+def measure_layer(model, layer, batches, size, seconds, rounds_, device) -> dict:
+    """For every batch: library, floor and (B = 1) naive samples per image, and their memory."""
+    base = baseline_memory(device)
+    plan = {}
+    for batch in batches:
+        plan[batch] = {"library": (library, dict(model=model, layer=layer, batch=batch, size=size, device=device)),
+                       "floor": (floor, dict(model=model, layer=layer, batch=batch, size=size, device=device))}
+    plan[1]["naive"] = (naive, dict(model=model, layer=layer, batch=1, size=size, device=device))
+    memory = {b: {w: peak_memory(lambda f=f, kw=kw: f(**kw), device) - base for w, (f, kw) in p.items()}
+              for b, p in plan.items()}
+    out = {}
+    for batch, p in plan.items():
+        samples = rounds({w: f(**kw) for w, (f, kw) in p.items()}, device, seconds, rounds_)
+        out[str(batch)] = {w: {"samples": [[per / batch, setup / batch] for per, setup in s],
+                               "peak_mib": memory[batch][w]} for w, s in samples.items()}
+    return out
+
+
+def measure_sweep(size, seconds, rounds_, device, images=1, kinds=SWEEP_KINDS) -> dict:
+    base = baseline_memory(device)
+    memory = {k: peak_memory(lambda k=k: sweep(k, size, device, images), device) - base for k in kinds}
+    samples = rounds({k: sweep(k, size, device, images) for k in kinds}, device, seconds, rounds_)
+    return {k: {"samples": [[per / images, setup / images] for per, setup in s], "peak_mib": memory[k]}
+            for k, s in samples.items()}
+
 
 def child(**spec) -> dict:
     out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
@@ -227,54 +310,84 @@ def child(**spec) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_one(spec: dict) -> dict:
+    what = spec.pop("what")
+    return (measure_layer if what == "layer" else measure_sweep)(**spec)
+
+
+# ---- the tables (parent process) -------------------------------------------------------------
+
+def reconstruction_times(entry: dict, iterations: int) -> list[float]:
+    """Seconds per reconstruction in each round: setup + per iteration × iterations."""
+    return [setup + per * iterations for per, setup in entry["samples"]]
+
+
+def ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Median, least and greatest of the round-by-round ratios a/b (rounds paired by index; a
+    single b stands for every round)."""
+    b = b if len(b) == len(a) else [statistics.median(b)] * len(a)
+    r = [x / y for x, y in zip(a, b)]
+    return statistics.median(r), min(r), max(r)
+
+
 def machine(device: str) -> str:
     name = (torch.cuda.get_device_name() if device == "cuda"
-            else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads")
+            else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} "
+                 f"torch threads")
     return f"{platform.node()}: {device} ({name}), torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def layer_rows(model, layer, iterations, result) -> list[str]:
+    naive_t = reconstruction_times(result["1"]["naive"], iterations)
+    rows = []
+    for batch, r in result.items():
+        a, c = (reconstruction_times(r[w], iterations) for w in ("library", "floor"))
+        ab, ac = ratio(a, naive_t), ratio(a, c)
+        mem = " / ".join(f"{m:.0f}" for m in (r["library"]["peak_mib"], result["1"]["naive"]["peak_mib"],
+                                              r["floor"]["peak_mib"]))
+        rows.append(f"| {model} | {layer} | {batch} | {statistics.median(a):.2f} | {statistics.median(naive_t):.2f} | "
+                    f"{statistics.median(c):.2f} | {ab[0]:.2f} | {ac[0]:.2f} ({ac[1]:.2f}–{ac[2]:.2f}) | {mem} |")
+    return rows
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seconds", type=float, default=0.8, help="about how long each timed run lasts")
+    p.add_argument("--seconds", type=float, default=0.5, help="about how long each timed run lasts")
+    p.add_argument("--rounds", type=int, default=5, help="rounds in which the compared runs take turns")
     p.add_argument("--quick", action="store_true", help="B = 1 and 8 only, no sweep (a smoke test)")
     p.add_argument("--table3-batch", type=int, default=1,
                    help="images per shared run for the Table 3 line (a GPU wants 32 or more)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(measure(json.loads(args.one))))
+        print(json.dumps(run_one(json.loads(args.one))))
         return
     t_start = time.perf_counter()
-    print(f"machine: {machine(args.device)}\n")
+    print(f"machine: {machine(args.device)}")
+    print(f"medians of {args.rounds} rounds; (a)/(c): median (least–greatest) of the rounds' ratios; "
+          f"peak MiB: above a process that has imported torch, torchvision and preimage (CPU resident set; CUDA allocated)\n")
     print("| representation | layer | B | (a) library s/recon. | (b) naive s/recon. | (c) floor s/recon. "
           "| (a)/(b) | (a)/(c) | peak MiB (a) / (b) / (c) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    batches = BATCHES[:2] if args.quick else BATCHES
+    batches = list(BATCHES[:2] if args.quick else BATCHES)
+    common = dict(seconds=args.seconds, rounds_=args.rounds, device=args.device)
     for model, (layers, size, iterations) in AXES.items():
         for layer in layers:
-            common = dict(model=model, layer=layer, size=size, seconds=args.seconds, device=args.device)
-            b = child(what="naive", batch=1, **common)
-            for batch in batches:
-                a = child(what="library", batch=batch, **common)
-                c = child(what="floor", batch=batch, **common)
-                ta, tb, tc = (r["setup"] + r["per_iteration"] * iterations for r in (a, b, c))
-                print(f"| {model} | {layer} | {batch} | {ta:.2f} | {tb:.2f} | {tc:.2f} | {ta / tb:.2f} | "
-                      f"{ta / tc:.2f} | {a['peak_mib']:.0f} / {b['peak_mib']:.0f} / {c['peak_mib']:.0f} |",
-                      flush=True)
+            result = child(what="layer", model=model, layer=layer, batches=batches, size=size, **common)
+            print("\n".join(layer_rows(model, layer, iterations, result)), flush=True)
     if not args.quick:
-        common = dict(size=227, seconds=args.seconds, device=args.device)
-        runs = {kind: child(what="sweep", kind=kind, **common) for kind in ("shared", "separate", "naive")}
-        per = {kind: r["setup"] + r["per_iteration"] * 400 for kind, r in runs.items()}
+        runs = child(what="sweep", size=227, **common)
+        per = {k: statistics.median(reconstruction_times(r, 400)) for k, r in runs.items()}
+        fast = ratio(reconstruction_times(runs["naive"], 400), reconstruction_times(runs["shared"], 400))
         print(f"\n20-layer CaffeNet sweep of one image, 400 iterations: shared run {per['shared']:.1f} s, "
               f"one run per layer {per['separate']:.1f} s, naive loop {per['naive']:.1f} s: "
-              f"{per['naive'] / per['shared']:.2f}x faster than naive (peak MiB "
+              f"{fast[0]:.2f}x ({fast[1]:.2f}–{fast[2]:.2f}) faster than naive (peak MiB "
               f"{runs['shared']['peak_mib']:.0f} / {runs['separate']['peak_mib']:.0f} / "
               f"{runs['naive']['peak_mib']:.0f})")
         # Table 3: 100 images x 3 λ, every image at 20 layers: 300 sweeps, run B images at a time
-        batch = (runs["shared"] if args.table3_batch == 1 else
-                 child(what="sweep", kind="shared", images=args.table3_batch, **common))
-        one = batch["setup"] + batch["per_iteration"] * 400
+        one = (per["shared"] if args.table3_batch == 1 else statistics.median(reconstruction_times(
+            child(what="sweep", size=227, images=args.table3_batch, kinds=["shared"], **common)["shared"], 400)))
         flops = sweep_flops() * 400 * 300
         print(f"Table 3 protocol (100 images x 20 layers x 3 λ, 400 iterations), {args.table3_batch} images "
               f"per shared run: {one:.1f} s per image and 20 layers, {300 * one / 60:.0f} min on this device "

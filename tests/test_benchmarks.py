@@ -10,34 +10,79 @@ import pytest
 SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 
 
-@pytest.mark.parametrize("what, model, layer, size", [("library", "alexnet", "conv1", 67),
-                                                      ("naive", "alexnet", "conv3", 67),
-                                                      ("floor", "alexnet", "fc8", 227),
-                                                      ("naive", "hog", "hog", 64)])
-def test_one_measurement_reports_a_rate_and_memory(what, model, layer, size):
-    spec = dict(what=what, model=model, layer=layer, batch=2, size=size, seconds=0.05, device="cpu")
-    out = subprocess.run([sys.executable, str(SPEED), "--one", json.dumps(spec)], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["per_iteration"] > 0 and result["setup"] >= 0 and result["peak_mib"] > 100
-
-
-def test_per_iteration_separates_setup_from_iterations(monkeypatch):
+@pytest.fixture
+def speed(monkeypatch):
     monkeypatch.syspath_prepend(str(SPEED.parent))
     import speed
-    work = []
+    return speed
 
-    def run(n):  # a setup of 20 units of work, then 2 per iteration
-        work.append(20 + 2 * n)
+
+def _one(spec):
+    out = subprocess.run([sys.executable, str(SPEED), "--one", json.dumps(spec)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model, layer, size", [("alexnet", "conv3", 99), ("hog", "hog", 64)])
+def test_a_layer_measurement_reports_rates_rounds_and_memory(model, layer, size):
+    result = _one(dict(what="layer", model=model, layer=layer, batches=[1, 2], size=size, seconds=0.02,
+                       rounds_=2, device="cpu"))
+    assert set(result) == {"1", "2"}
+    assert set(result["1"]) == {"library", "floor", "naive"} and set(result["2"]) == {"library", "floor"}
+    for entry in [*result["1"].values(), *result["2"].values()]:
+        assert len(entry["samples"]) == 2
+        assert all(per > 0 and setup >= 0 for per, setup in entry["samples"])
+        assert entry["peak_mib"] >= 0
+    # the whole network is built for the naive loop, only the truncated one for the floor
+    if model == "alexnet":
+        assert result["1"]["naive"]["peak_mib"] > result["1"]["floor"]["peak_mib"]
+
+
+def test_a_sweep_measurement_times_every_kind_it_is_given(speed, monkeypatch):
+    monkeypatch.setattr(speed, "sweep", lambda kind, size, device, images=1: lambda n: sum(range(1000 * n)))
+    result = speed.measure_sweep(size=227, seconds=0.001, rounds_=3, device="cpu", kinds=("shared", "naive"))
+    assert set(result) == {"shared", "naive"} and all(len(r["samples"]) == 3 for r in result.values())
+
+
+def test_rounds_separate_setup_from_iterations_and_take_turns(speed, monkeypatch):
+    work, order = [], []
+
+    def run_of(name, setup, each):
+        def run(n):  # a setup of `setup` units of work, then `each` per iteration
+            order.append(name)
+            work.append(setup + each * n)
+        return run
 
     def seconds(fn, device):  # a clock that counts units of work
         before = len(work)
         fn()
         return float(sum(work[before:]))
     monkeypatch.setattr(speed, "_seconds", seconds)
-    per, setup = speed.per_iteration(run, "cpu", seconds=50)
-    assert per == pytest.approx(2) and setup == pytest.approx(20)
+    samples = speed.rounds({"a": run_of("a", 20, 2), "b": run_of("b", 0, 5)}, "cpu", seconds=50, count=3)
+    assert samples["a"] == [pytest.approx((2, 20))] * 3 and samples["b"] == [pytest.approx((5, 0))] * 3
+    timed = order[6:]  # after each run's warm-up (3 runs each): a, a, b, b, a, a, ...
+    assert timed == ["a", "a", "b", "b"] * 3
+
+
+def test_ratios_pair_rounds(speed):
+    assert speed.ratio([2.0, 4.0, 9.0], [1.0, 4.0, 3.0]) == (2.0, 1.0, 3.0)
+    assert speed.ratio([2.0, 4.0], [2.0]) == (1.5, 1.0, 2.0)  # one value stands for every round
+
+
+def test_peak_memory_sees_an_allocation_and_reports_a_failure(speed):
+    base = speed.baseline_memory("cpu")
+
+    def allocate():  # numpy: a torch op in a fork of this process, whose OpenMP threads have run, hangs
+        import numpy as np
+        x = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        return lambda n: x.sum()
+    assert speed.peak_memory(allocate, "cpu") - base >= 60
+
+    def broken():
+        raise ValueError("no such layer")
+    with pytest.raises(RuntimeError, match="no such layer"):
+        speed.peak_memory(broken, "cpu")
 
 
 def test_convergence_study_writes_its_figure_and_table(tmp_path):
