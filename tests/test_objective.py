@@ -111,6 +111,21 @@ def test_feature_loss_gradient_matches_finite_differences(kind):
     torch.testing.assert_close(feature_loss(phi, phi0, m, kind), expected / (m.flatten(1) * t * t).sum(1))
 
 
+@pytest.mark.parametrize("kind", ["l2", "l1", "inner"])
+def test_no_mask_is_the_all_ones_mask(kind):
+    """m None takes the loss's fused path; its value and gradient are those of a mask of ones."""
+    phi0 = _random_point(8, (3, 4, 2, 5))
+    phi = _random_point(10, phi0.shape).requires_grad_(True)
+    ones = torch.ones_like(phi0)
+    torch.testing.assert_close(feature_loss(phi, phi0, None, kind), feature_loss(phi, phi0, ones, kind))
+    g_none, = torch.autograd.grad(feature_loss(phi, phi0, None, kind).sum(), phi)
+    g_ones, = torch.autograd.grad(feature_loss(phi, phi0, ones, kind).sum(), phi)
+    torch.testing.assert_close(g_none, g_ones)
+    if kind != "l1":
+        assert torch.autograd.gradcheck(lambda p: feature_loss(p, phi0, None, kind), (phi,), eps=1e-6, atol=1e-7,
+                                        rtol=1e-6)
+
+
 def test_alpha_norm_hand_computed():
     x = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]]]], dtype=torch.float64)
     assert alpha_norm(x, 6.0).item() == pytest.approx(1 + 64 + 0.5 ** 6)

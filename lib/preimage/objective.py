@@ -204,16 +204,24 @@ def alpha_norm(x: torch.Tensor, alpha) -> torch.Tensor:
 
 
 class _MaskedSquares(torch.autograd.Function):
-    """Σ m·d² per item (d = Φ − Φ0), keeping m·d for the gradient 2·m·d: three passes over the
-    code where autograd's product of three tensors takes about eight."""
+    """Σ m·d² per item (d = Φ − Φ0; m None: every feature kept), keeping m·d for the gradient
+    2·m·d: a few passes over the code where autograd's product of three tensors takes about
+    eight. Without a mask the sum is a fused norm, which makes no temporary the size of the code
+    (at conv1 the code is larger than the image, and these passes were most of the engine's
+    work beyond the network's: measured)."""
 
     @staticmethod
     def forward(ctx, phi, phi0, m):
         d = (phi - phi0).flatten(1)
-        md = d * m.flatten(1)
-        ctx.save_for_backward(md)
+        if m is None:
+            ctx.save_for_backward(d)
+            value = torch.linalg.vector_norm(d, dim=1).square()
+        else:
+            md = d * m.flatten(1)
+            ctx.save_for_backward(md)
+            value = torch.linalg.vecdot(md, d)
         ctx.shape = phi.shape
-        return torch.linalg.vecdot(md, d)
+        return value
 
     @staticmethod
     def backward(ctx, grad):
@@ -221,26 +229,34 @@ class _MaskedSquares(torch.autograd.Function):
         return (md * (2 * grad).unsqueeze(1)).view(ctx.shape), None, None
 
 
-def target_norm2(phi0: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """||mΦ0||² per item (m weighting the squares), the l2 and inner losses' denominator."""
+def target_norm2(phi0: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+    """||mΦ0||² per item (m weighting the squares; None: every feature), the l2 and inner
+    losses' denominator."""
     t = phi0.flatten(1)
+    if m is None:
+        return torch.linalg.vector_norm(t, dim=1).square()
     return torch.linalg.vecdot(m.flatten(1) * t, t)
 
 
-def feature_loss(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor, kind: str = "l2",
+def feature_loss(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor | None, kind: str = "l2",
                  norm2: torch.Tensor | None = None) -> torch.Tensor:
     """Per-item loss normalised by the masked target: l2 ||m(Φ−Φ0)||²/||mΦ0||², l1 the same with
-    1-norms, inner −⟨mΦ, Φ0⟩/||mΦ0||². ``norm2``: ``target_norm2(phi0, m)`` where it is known."""
-    m2 = m.flatten(1)
+    1-norms, inner −⟨mΦ, Φ0⟩/||mΦ0||². ``m`` None keeps every feature. ``norm2``:
+    ``target_norm2(phi0, m)`` where it is known."""
     t = phi0.flatten(1)
     if kind == "l1":
-        return (m2 * (phi - phi0).flatten(1).abs()).sum(1) / (m2 * t.abs()).sum(1)
+        d, t = (phi - phi0).flatten(1).abs(), t.abs()
+        if m is None:
+            return d.sum(1) / t.sum(1)
+        m2 = m.flatten(1)
+        return (m2 * d).sum(1) / (m2 * t).sum(1)
     if kind not in LOSSES:
         raise SettingsError(f"unknown loss {kind!r}; valid losses: {', '.join(LOSSES)}")
     norm2 = target_norm2(phi0, m) if norm2 is None else norm2
     if kind == "l2":
         return _MaskedSquares.apply(phi, phi0, m) / norm2
-    return -torch.linalg.vecdot(m2 * phi.flatten(1), t) / norm2
+    kept = phi.flatten(1) if m is None else m.flatten(1) * phi.flatten(1)
+    return -torch.linalg.vecdot(kept, t) / norm2
 
 
 def relative_error(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -264,6 +280,8 @@ class Objective:
             raise SettingsError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
         if counts is None:
             targets, masks = [targets], [masks]
+        # an all-ones mask (no neigh, group or channels) is dropped: the loss then skips its passes
+        masks = [None if bool((m == 1).all()) else m for m in masks]
         self.norms2 = [target_norm2(t, m) for t, m in zip(targets, masks)]
         for norm2, rep in zip(self.norms2, getattr(representation, "representations", [representation])):
             if bool((norm2 == 0).any()):
