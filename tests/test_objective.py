@@ -292,6 +292,43 @@ def test_objective_each_item_has_its_own_settings():
     assert terms["loss"][2].item() == pytest.approx(((d * d).sum() / (target[2, 1] ** 2).sum()).item())
 
 
+@pytest.mark.parametrize("alpha", [6.0, 2.0, 4.0, 3.0, 2.5])
+def test_value_and_gradient_in_closed_form_match_autograd_of_the_general_path(alpha):
+    """β = 2 and one α: the regularisers' gradients are added in closed form. They must match
+    autograd through the general path (β and α as per-item tensors: differences and pow)."""
+    rep = identity_rep(2)
+    g = torch.Generator().manual_seed(11)
+    x = (50 * torch.randn(3, 2, 7, 6, generator=g, dtype=torch.float64)).requires_grad_(True)
+    target = 50 * torch.randn(3, 2, 7, 6, generator=g, dtype=torch.float64)
+    settings = [Setting(alpha=alpha), Setting(lambda_tv=30.0, lambda_l2=1e-6, alpha=alpha, group=1),
+                Setting(lambda_tv=0.0, alpha=alpha)]
+    masks = torch.stack([mask((2, 7, 6), st) for st in settings]).double()
+    obj = Objective(rep, target, masks, settings, (2, 7, 6))
+    total, terms, grad = obj.value_and_gradient(x)
+    s2 = sigma(2, 7, 6) ** 2
+    tv = torch.tensor([st.lambda_tv / 2 for st in settings], dtype=x.dtype) / s2 * tv_beta(x, torch.full((3,), 2.0))
+    a = torch.tensor([st.lambda_l2 / 2 for st in settings], dtype=x.dtype) / s2 * alpha_norm(x, torch.full((3,), alpha))
+    reference = feature_loss(x, target, masks) + tv + a
+    torch.testing.assert_close(total, reference, rtol=1e-10, atol=0)
+    torch.testing.assert_close(terms["tv"], tv, rtol=1e-10, atol=0)
+    torch.testing.assert_close(terms["alpha"], a, rtol=1e-10, atol=0)
+    expected, = torch.autograd.grad(reference.sum(), x)
+    torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-12 * expected.abs().max().item())
+
+
+def test_value_and_gradient_without_a_closed_form_is_autograd_of_the_objective():
+    rep = identity_rep(1)
+    g = torch.Generator().manual_seed(12)
+    x = (50 * torch.randn(2, 1, 5, 5, generator=g, dtype=torch.float64)).requires_grad_(True)
+    target = 50 * torch.randn(2, 1, 5, 5, generator=g, dtype=torch.float64)
+    obj = Objective(rep, target, torch.ones_like(target), [Setting(), Setting(beta=1.0)], (1, 5, 5))
+    total, terms, grad = obj.value_and_gradient(x)
+    expected_total, _ = obj(x)
+    expected, = torch.autograd.grad(expected_total.sum(), x)
+    torch.testing.assert_close(total, expected_total)
+    torch.testing.assert_close(grad, expected)
+
+
 def test_objective_gradient_per_item_is_independent():
     rep = identity_rep(1)
     g = torch.Generator().manual_seed(8)

@@ -257,9 +257,8 @@ def _descend(objective: Objective, start, schedule, optimizer, bar, callback, ev
     done = 0
     stopped = False
     for it, rate in enumerate(rates):
-        total, terms = objective(x)
+        total, terms, grad = objective.value_and_gradient(x)
         record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
-        grad, = torch.autograd.grad(total.sum(), x)
         with torch.no_grad():
             if adam is None:
                 if it > 0 and rate != rates[it - 1]:
