@@ -1,6 +1,6 @@
 """How fast one reconstruction is: this library against a naive loop and the compute floor.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--seconds 0.5] [--rounds 5] [--table3-batch 1] [--quick]
+    python benchmarks/speed.py [--device cpu|cuda] [--seconds 0.4] [--rounds 4] [--table3-batch 1] [--quick]
 
 For AlexNet (torchvision's architecture, random weights: the time does not depend on them) at
 conv1, conv3, pool5 and fc8 on 227×227 images with the paper's 400 iterations, and for HOG with
@@ -353,8 +353,8 @@ def layer_rows(model, layer, iterations, result) -> list[str]:
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seconds", type=float, default=0.5, help="about how long each timed run lasts")
-    p.add_argument("--rounds", type=int, default=5, help="rounds in which the compared runs take turns")
+    p.add_argument("--seconds", type=float, default=0.4, help="about how long each timed run lasts")
+    p.add_argument("--rounds", type=int, default=4, help="rounds in which the compared runs take turns")
     p.add_argument("--quick", action="store_true", help="B = 1 and 8 only, no sweep (a smoke test)")
     p.add_argument("--table3-batch", type=int, default=1,
                    help="images per shared run for the Table 3 line (a GPU wants 32 or more)")
