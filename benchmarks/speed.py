@@ -29,6 +29,7 @@ minus that process's; CUDA: torch's peak allocation).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -277,30 +278,33 @@ def baseline_memory(device) -> float:
 
 # ---- one child process per row group ---------------------------------------------------------
 
-def measure_layer(model, layer, batches, size, seconds, rounds_, device) -> dict:
-    """For every batch: library, floor and (B = 1) naive samples per image, and their memory."""
+def _measure(groups: dict, seconds, rounds_, device) -> dict:
+    """``groups``: {key: (images, {name: build})}, each ``build()`` giving the ``run(n)`` of
+    that many images. Per key and name: the rounds' samples per image and the peak memory, every
+    memory fork taken before anything is timed (``peak_memory`` says why)."""
     base = baseline_memory(device)
-    plan = {}
-    for batch in batches:
-        plan[batch] = {"library": (library, dict(model=model, layer=layer, batch=batch, size=size, device=device)),
-                       "floor": (floor, dict(model=model, layer=layer, batch=batch, size=size, device=device))}
-    plan[1]["naive"] = (naive, dict(model=model, layer=layer, batch=1, size=size, device=device))
-    memory = {b: {w: peak_memory(lambda f=f, kw=kw: f(**kw), device) - base for w, (f, kw) in p.items()}
-              for b, p in plan.items()}
+    memory = {key: {name: peak_memory(build, device) - base for name, build in builds.items()}
+              for key, (_, builds) in groups.items()}
     out = {}
-    for batch, p in plan.items():
-        samples = rounds({w: f(**kw) for w, (f, kw) in p.items()}, device, seconds, rounds_)
-        out[str(batch)] = {w: {"samples": [[per / batch, setup / batch] for per, setup in s],
-                               "peak_mib": memory[batch][w]} for w, s in samples.items()}
+    for key, (images, builds) in groups.items():
+        samples = rounds({name: build() for name, build in builds.items()}, device, seconds, rounds_)
+        out[key] = {name: {"samples": [[per / images, setup / images] for per, setup in s],
+                           "peak_mib": memory[key][name]} for name, s in samples.items()}
     return out
 
 
+def measure_layer(model, layer, batches, size, seconds, rounds_, device) -> dict:
+    """For every batch: library, floor and (B = 1) naive samples per image, and their memory."""
+    spec = dict(model=model, layer=layer, size=size, device=device)
+    groups = {str(b): (b, {"library": functools.partial(library, batch=b, **spec),
+                           "floor": functools.partial(floor, batch=b, **spec)}) for b in batches}
+    groups["1"][1]["naive"] = functools.partial(naive, batch=1, **spec)
+    return _measure(groups, seconds, rounds_, device)
+
+
 def measure_sweep(size, seconds, rounds_, device, images=1, kinds=SWEEP_KINDS) -> dict:
-    base = baseline_memory(device)
-    memory = {k: peak_memory(lambda k=k: sweep(k, size, device, images), device) - base for k in kinds}
-    samples = rounds({k: sweep(k, size, device, images) for k in kinds}, device, seconds, rounds_)
-    return {k: {"samples": [[per / images, setup / images] for per, setup in s], "peak_mib": memory[k]}
-            for k, s in samples.items()}
+    builds = {k: functools.partial(sweep, k, size, device, images) for k in kinds}
+    return _measure({"sweep": (images, builds)}, seconds, rounds_, device)["sweep"]
 
 
 def child(**spec) -> dict:

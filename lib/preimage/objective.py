@@ -263,11 +263,11 @@ def feature_loss(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor | None, 
     ``target_norm2(phi0, m)`` where it is known."""
     t = phi0.flatten(1)
     if kind == "l1":
-        d, t = (phi - phi0).flatten(1).abs(), t.abs()
+        d = (phi - phi0).flatten(1).abs()
         if m is None:
-            return d.sum(1) / t.sum(1)
+            return d.sum(1) / t.abs().sum(1)
         m2 = m.flatten(1)
-        return (m2 * d).sum(1) / (m2 * t).sum(1)
+        return (m2 * d).sum(1) / (m2 * t.abs()).sum(1)
     if kind not in LOSSES:
         raise SettingsError(f"unknown loss {kind!r}; valid losses: {', '.join(LOSSES)}")
     norm2 = target_norm2(phi0, m) if norm2 is None else norm2
@@ -277,7 +277,7 @@ def feature_loss(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor | None, 
     return -torch.linalg.vecdot(kept, t) / norm2
 
 
-def relative_error(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def relative_error(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
     """||m(Φ(x)−Φ0)|| / ||mΦ0|| per item."""
     return feature_loss(phi, phi0, m, "l2").sqrt()
 
@@ -322,9 +322,11 @@ class Objective:
                           in zip(self._codes(x), self.targets, self.masks, self.norms2)])
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = self._per_item(x, self.loss)
-        tv = self.tv_weight * tv_beta(x, self.beta)
-        alpha = self.l2_weight * alpha_norm(x, self.alpha)
+        return self._weigh(self._per_item(x, self.loss), tv_beta(x, self.beta), alpha_norm(x, self.alpha))
+
+    def _weigh(self, loss, tv, alpha) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """E and its terms from the loss and the unweighted TV_β and α-norm."""
+        tv, alpha = self.tv_weight * tv, self.l2_weight * alpha
         return loss + tv + alpha, {"loss": loss, "tv": tv, "alpha": alpha}
 
     def value_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -343,8 +345,7 @@ class Objective:
             alpha, signed = _abs_power_parts(x, self.alpha)
             grad.addcmul_(g_tv, self.tv_weight.view(-1, 1, 1, 1))
             grad.addcmul_(signed, (self.alpha * self.l2_weight).view(-1, 1, 1, 1))
-        tv, alpha = self.tv_weight * tv, self.l2_weight * alpha
-        return loss + tv + alpha, {"loss": loss, "tv": tv, "alpha": alpha}, grad
+        return *self._weigh(loss, tv, alpha), grad
 
     @torch.no_grad()
     def error(self, x: torch.Tensor) -> torch.Tensor:
