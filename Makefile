@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 figures: $(STAMP)
-	$(PY) -m preimage.notebooks --profile $(PROFILE) --device $(DEVICE) $(if $(ONLY),--only $(ONLY)) $(if $(MODEL),--model $(MODEL)) $(if $(FORCE),--force)
+	$(PY) tools/run_notebooks.py --profile $(PROFILE) --device $(DEVICE) $(if $(ONLY),--only $(ONLY)) $(if $(MODEL),--model $(MODEL)) $(if $(FORCE),--force)
 
 test: $(STAMP)
 	$(PY) -m pytest

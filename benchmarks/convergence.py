@@ -3,9 +3,9 @@ forward+backward passes (the fair cost unit: L-BFGS makes several per step) for 
 
     python benchmarks/convergence.py [--images astronaut] [--iterations N] [--out docs/benchmarks]
 
-- reference: ``invert(optimizer="sgd")`` with ``presets.reference_schedule`` (CNN, 400 iterations,
-  for the network; SHALLOW, 800, for HOG) and ``presets.pixel_range_for``; one pass per iteration.
-- adam: ``invert(optimizer="adam")`` with ``presets.ADAM`` stretched to the same budget, for each
+- reference: ``invert(optimizer="sgd")`` with ``preimage.recipe(model, layer)``'s schedule (CNN, 400
+  iterations, for the network; SHALLOW, 800, for HOG) and pixel range; one pass per iteration.
+- adam: ``invert(optimizer="adam")`` with ``recipes.ADAM`` stretched to the same budget, for each
   ``--adam SCALE[:PASSES]`` with its rates × SCALE and, given PASSES, shortened to PASSES as the
   quick profile shortens (``Schedule.shortened``).
 - lbfgs: ``torch.optim.LBFGS(line_search_fn="strong_wolfe")`` on the same objective, the same
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 import preimage
-from preimage import images, presets, representations
-from preimage.objective import Objective, mask
-from preimage.optimise import pixel_bounds, start_noise
+from preimage import images, representations
+from preimage.paper import recipes
+from preimage.engine.objective import Objective, mask
+from preimage.engine.optimise import pixel_bounds, start_noise
 
 MODEL = "efficientnet_lite0"
 
@@ -110,7 +111,7 @@ def first_reach(curve, goal):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", nargs="+", default=["astronaut"])
-    p.add_argument("--layers", nargs="+", default=presets.OVERVIEW_LAYERS[MODEL], help=f"{MODEL} layers")
+    p.add_argument("--layers", nargs="+", default=recipes.OVERVIEW_LAYERS[MODEL], help=f"{MODEL} layers")
     p.add_argument("--iterations", type=int, default=None,
                    help="passes per optimiser (default: the reference schedule's, 400 CNN / 800 HOG); "
                         "fewer shorten the schedules as the quick profile does")
@@ -132,18 +133,18 @@ def main():
         for model, layer, size in panels(args):
             rep = representations.get(model, layer)
             x0 = images.to_input(images.fit(rgb, size or rep.input_size), rep.mean)
-            setting = preimage.Setting(lambda_tv=presets.lambda_tv_for(model, layer))
-            ref = presets.reference_schedule(model, layer)
-            adam = presets.ADAM.scaled(ref.iterations)
+            recipe = preimage.recipe(model, layer)
+            setting, ref, clamp = recipe.setting, recipe.schedule, recipe.pixel_range
+            adam = recipes.ADAM.scaled(ref.iterations)
             if args.iterations:
                 ref, adam = ref.shortened(args.iterations), adam.shortened(args.iterations)
-            n, clamp = ref.iterations, presets.pixel_range_for(model, layer)
+            n = ref.iterations
             curves, times = {}, {}
             err, times["reference sgd"] = run_invert(rep, x0, setting, ref, "sgd", clamp)
             curves["reference sgd"] = np.stack([np.arange(n + 1), err], 1)
             for spec in args.adam:
                 k, m = adam_spec(spec, n)
-                sched = presets.Schedule(tuple((r * k, i) for r, i in (adam.shortened(m) if m < n else adam).steps))
+                sched = preimage.Schedule(tuple((r * k, i) for r, i in (adam.shortened(m) if m < n else adam).steps))
                 label = "adam" + (f" ×{k:g}" if k != 1 else "") + (f", {m} it." if m != n else "")
                 err, times[label] = run_invert(rep, x0, setting, sched, "adam", clamp)
                 curves[label] = np.stack([np.arange(m + 1), err], 1)

@@ -11,7 +11,7 @@ import platform
 import torch
 
 import preimage
-from preimage import images, presets, representations
+from preimage import images, representations
 
 
 def main():
@@ -24,16 +24,18 @@ def main():
     rgb = images.fit(images.load("astronaut")[0], 227)
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, device {args.device}, weights {args.weights}\n")
-    print("| layer | λ_TV | " + " | ".join(f"{p} ({presets.schedule_for(p).iterations} it.): time, error"
+    print("| layer | λ_TV | " + " | ".join(f"{p} ({preimage.recipe('alexnet', 'conv1', profile=p).schedule.iterations} "
+                                         f"it.): time, error"
                                          for p in args.profiles) + " |")
     print("|---|---|" + "---|" * len(args.profiles))
     for layer in args.layers:
         rep = representations.get("alexnet", layer, weights=args.weights)
         x0 = images.to_input(rgb, rep.mean)
-        setting = preimage.Setting(lambda_tv=presets.FIG6_LAMBDA_TV.get(layer, 1.0))
         cells = []
         for profile in args.profiles:
-            r = preimage.invert(rep, x0, settings=setting, schedule=presets.schedule_for(profile),
+            recipe = preimage.recipe("alexnet", layer, profile=profile)
+            setting = recipe.setting
+            r = preimage.invert(rep, x0, settings=setting, schedule=recipe.schedule,
                                 device=args.device, progress=False)
             cells.append(f"{r.time_s:.1f} s, {r.error[0]:.3f}")
         print(f"| {layer} | {setting.lambda_tv:g} | " + " | ".join(cells) + " |", flush=True)

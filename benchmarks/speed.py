@@ -104,13 +104,13 @@ def _representation(model, layer):
 
 def library(model, layer, batch, size, device):
     """``invert`` on a batch, the paper's λ for the layer, a constant rate."""
-    from preimage import invert, presets
-    from preimage.objective import Setting
+    from preimage import Schedule, invert, recipe
+    from preimage.engine.objective import Setting
 
     rep = _representation(model, layer)
     x0 = _images(batch, size, device, rep.in_channels)
-    setting = Setting(lambda_tv=presets.lambda_tv_for(model, layer)) if model != "hog" else Setting()
-    return lambda n: invert(rep, x0, settings=setting, schedule=presets.Schedule(((1e-3, n),)), device=device,
+    setting = recipe(model, layer).setting if model != "hog" else Setting()
+    return lambda n: invert(rep, x0, settings=setting, schedule=Schedule(((1e-3, n),)), device=device,
                             progress=False)
 
 
@@ -189,9 +189,8 @@ def floor(model, layer, batch, size, device):
 def sweep(kind, size, device, images=1):
     """The 20-layer CaffeNet sweep of ``images`` images: ``shared`` (one invert_at_layers run),
     ``separate`` (invert per layer) or ``naive`` (the plain loop at each layer, image by image)."""
-    from preimage import presets, representations
-    from preimage.objective import Setting
-    from preimage.optimise import invert, invert_at_layers
+    from preimage import Schedule, recipe, representations
+    from preimage.engine.optimise import invert, invert_at_layers
     from preimage.representations import caffenet
 
     layers = [layer.name for layer in representations.layers("caffenet")]
@@ -203,8 +202,8 @@ def sweep(kind, size, device, images=1):
         return lambda n: [run(n) for run in loops]
     x0 = _images(images, size, device)
     reps = [representations.get("caffenet", layer, weights="random") for layer in layers]
-    settings = [Setting(lambda_tv=presets.lambda_tv_for("caffenet", layer)) for layer in layers]
-    schedule = lambda n: presets.Schedule(((1e-3, n),))  # noqa: E731
+    settings = [recipe("caffenet", layer).setting for layer in layers]
+    schedule = lambda n: Schedule(((1e-3, n),))  # noqa: E731
     if kind == "shared":
         return lambda n: invert_at_layers(reps, x0, settings=settings, schedules=schedule(n), device=device,
                                           progress=False)
@@ -218,7 +217,7 @@ def sweep_flops(size=227) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     from preimage import representations
-    from preimage.representations.shared import SharedTrunk
+    from preimage.engine.shared import SharedTrunk
     reps = [representations.get("caffenet", layer.name, weights="random")
             for layer in representations.layers("caffenet")]
     x = torch.zeros(len(reps), 3, size, size, requires_grad=True)

@@ -2,14 +2,20 @@
 representation whose inverse exists."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 import preimage
-from preimage.receptive_field import Geometry
+from preimage.representations.receptive_field import Geometry
 from preimage.representations import Representation
 from preimage.representations.base import layer_table
+
+# The repository's tools (notebook runner, gallery) live beside the package, not in it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 # Every directory a library, torch hub, matplotlib or Jupyter might write into.
 _DIRS = ("TORCH_HOME", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR",

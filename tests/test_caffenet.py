@@ -9,10 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from preimage import representations, weights
-from preimage.caffe_model_file import CaffeLayer, write_caffemodel
+from preimage import representations
+from preimage.representations import weights
+from model_file_writers import write_caffemodel, write_matconvnet
+
+from preimage.representations.formats.caffemodel import CaffeLayer
 from preimage.errors import UnknownNameError, WeightsError
-from preimage.matconvnet_model_file import MatConvNetLayer, MatConvNetModel, write_matconvnet
+from preimage.representations.formats.matconvnet import MatConvNetLayer, MatConvNetModel
 from preimage.representations import caffenet
 
 SMALL = (8, 12, 10, 14, 6, 20, 16, 10)  # conv1..fc8 widths of a small network of the same shape

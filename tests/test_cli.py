@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preimage import presets
-from preimage.cli import main
+from preimage.paper import recipes
+from preimage.apps.cli import main
 
 FAST = ["--weights", "random", "--iters", "20"]
 
@@ -179,7 +179,7 @@ def test_shallow_models_from_the_command_line(tmp_path, capsys):
     assert code == 0, out
     result = json.loads((tmp_path / "hogb" / "result.json").read_text())
     assert result["provenance"]["representation"]["layer"] == "hogb"  # the model's default layer
-    assert result["provenance"]["schedule"] == [list(s) for s in presets.SHALLOW.scaled(30).steps]
+    assert result["provenance"]["schedule"] == [list(s) for s in recipes.SHALLOW.scaled(30).steps]
     assert 0 < result["error"] < 1
     assert np.asarray(Image.open(tmp_path / "hogb" / "reconstruction.png")).shape == (64, 64, 3)
     assert run(capsys, "encode", "coffee", "--model", "dsift", "--layer", "dsift8", "--out", tmp_path / "d.npz")[0] == 0

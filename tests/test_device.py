@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import preimage
-from preimage import images, presets, representations
+from preimage import images, representations
+from preimage.paper import recipes
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 
@@ -13,7 +14,7 @@ def test_cuda_inversion_matches_cpu(photo227):
     rep = representations.get("alexnet", "conv2", weights="random")
     x0 = images.to_input(photo227, rep.mean)
     kw = dict(settings=[preimage.Setting(), preimage.Setting(lambda_tv=10)], restarts=2,
-              schedule=presets.CNN.scaled(40), progress=False)
+              schedule=recipes.CNN.scaled(40), progress=False)
     cpu = preimage.invert(rep, x0, device="cpu", **kw)
     gpu = preimage.invert(rep, x0, device="cuda", **kw)
     assert gpu.provenance["device"].startswith("cuda")

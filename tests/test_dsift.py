@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 import preimage
 from preimage.errors import ImageError, UnknownNameError
-from preimage.receptive_field import Geometry
+from preimage.representations.receptive_field import Geometry
 from preimage.representations import dsift
 
 try:
@@ -373,7 +373,7 @@ def test_inversion_reduces_the_error(chelsea):
     x = torch.from_numpy(chelsea[top:top + 128, left:left + 128].copy())[None, None]
     t0 = time.perf_counter()
     result = preimage.invert(rep, x, settings=preimage.Setting(lambda_tv=1),
-                             schedule=preimage.presets.SHALLOW.scaled(200), device="cpu", progress=False)
+                             schedule=preimage.paper.recipes.SHALLOW.scaled(200), device="cpu", progress=False)
     start = math.sqrt(float(result.energies["loss"][0, 0]))
     assert start > 0.5
     assert float(result.error[0]) < 0.2 < 0.3 * start, (start, result.error, time.perf_counter() - t0)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preimage import presets, representations
+from preimage import representations
+from preimage.paper import recipes
 from preimage.errors import DivergenceError, ImageError
-from preimage.explorer import UPLOAD, explore
+from preimage.apps.explorer import UPLOAD, explore
 
 
 def _png_bytes(size: int) -> bytes:
@@ -45,9 +46,9 @@ def test_defaults_follow_the_model_and_layer():
     assert e.model.value == "efficientnet_lite0" and e.weights.value == "auto"
     assert representations.get(e.model.value, "stem", weights=e.weights.value).trained  # packaged weights
     assert e.layer.value == "stage2" and e.size.value == 224
-    assert e.iterations.value == presets.schedule_for("quick").iterations == 100
+    assert e.iterations.value == recipes.schedule_for("quick").iterations == 100
     e.layer.value = "stage6"  # Fig. 6's block, λ_Vβ = λ_TV / 2 shown beside
-    assert e.lambda_tv.value == pytest.approx(presets.lambda_tv_for("efficientnet_lite0", "stage6")) == 100
+    assert e.lambda_tv.value == pytest.approx(recipes.lambda_tv_for("efficientnet_lite0", "stage6")) == 100
     assert "50" in e.lambda_note.value
     e.model.value = "hog"  # new layer list, no weights to choose, the image at its own size
     assert list(e.layer.options) == ["hog", "hog31"] and e.layer.value == "hog"
@@ -145,7 +146,7 @@ def test_divergence_in_the_background_run_is_a_message(fast, monkeypatch):
     def diverge(*args, **kwargs):
         raise DivergenceError("the inversion diverged: lower the learning rate")
 
-    monkeypatch.setattr("preimage.explorer.invert", diverge)
+    monkeypatch.setattr("preimage.apps.explorer.invert", diverge)
     fast.run(wait=False)
     assert fast.wait(60) is None and not fast.running and "diverged" in fast.message
 

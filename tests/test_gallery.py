@@ -4,7 +4,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from preimage import gallery
+import gallery
 
 
 def test_gallery_thumbnails_and_table(tmp_path):

@@ -6,9 +6,10 @@ import preimage
 import pytest
 import torch
 import torchvision
-from preimage import images, presets
+from preimage import images
+from preimage.paper import recipes
 from preimage.errors import UnknownNameError, WeightsError
-from preimage.receptive_field import ReceptiveField
+from preimage.representations.receptive_field import ReceptiveField
 from preimage.representations import alexnet, generic
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
@@ -224,6 +225,6 @@ def test_timm_model_at_a_middle_node(tmp_path, monkeypatch):
 def test_inverts():
     rep = generic.build("torchvision:resnet18", "layer1", weights="random")
     x0 = images.to_input(images.fit(images.load("astronaut")[0], 64), rep.mean)
-    result = preimage.invert(rep, x0, schedule=presets.CNN.shortened(5), device="cpu", progress=False)
+    result = preimage.invert(rep, x0, schedule=recipes.CNN.shortened(5), device="cpu", progress=False)
     assert result.x.shape == (1, 3, 64, 64) and result.energies["total"].shape == (5, 1)
     assert 0 < result.error[0] < 2

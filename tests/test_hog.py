@@ -247,7 +247,7 @@ def test_inversion_of_hogb_makes_progress():
     x = torch.as_tensor(rgb.astype(np.float32) @ GRAY.astype(np.float32))[None, None] - 128
     rep = build_hogb()
     result = preimage.invert(rep, x, settings=preimage.Setting(lambda_tv=1),
-                             schedule=preimage.presets.SHALLOW.scaled(200), device="cpu",
+                             schedule=preimage.paper.recipes.SHALLOW.scaled(200), device="cpu",
                              progress=False)
     start = float(np.sqrt(result.energies["loss"][0, 0]))
     assert start > 0.5

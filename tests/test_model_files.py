@@ -17,10 +17,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from preimage.caffe_model_file import CAFFENET_URL, CaffeLayer, read_caffemodel, write_caffemodel
+from model_file_writers import write_caffemodel, write_matconvnet
+
 from preimage.errors import WeightsError
-from preimage.matconvnet_model_file import (MatConvNetLayer, MatConvNetModel, read_matconvnet,
-                                            write_matconvnet)
+from preimage.representations import caffenet
+from preimage.representations.formats.caffemodel import CaffeLayer, read_caffemodel
+from preimage.representations.formats.matconvnet import MatConvNetLayer, MatConvNetModel, read_matconvnet
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -199,7 +201,10 @@ def test_malformed_caffemodel(tmp_path, data, problem):
     with pytest.raises(WeightsError) as e:
         read_caffemodel(path)
     message = str(e.value)
-    assert str(path) in message and problem in message and CAFFENET_URL in message
+    assert str(path) in message and problem in message and "re-download" in message
+    with pytest.raises(WeightsError) as e:  # where CaffeNet's files come from is said by caffenet
+        caffenet.state_dict_from_file(path)
+    assert problem in str(e.value) and caffenet.CAFFEMODEL.url in str(e.value)
 
 
 def test_foreign_and_missing_files_are_weights_errors(tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from preimage import notebooks
+import run_notebooks as notebooks
 
 BOOKS = notebooks.discover()
 

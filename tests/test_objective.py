@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from preimage.errors import CodeError, SettingsError
-from preimage.objective import (LAMBDA_L2, SIGMA_227, Objective, Setting, alpha_norm, feature_loss,
+from preimage.engine.objective import (LAMBDA_L2, SIGMA_227, Objective, Setting, alpha_norm, feature_loss,
                                 mask, relative_error, sigma, tv_beta)
-from preimage.receptive_field import Geometry
+from preimage.representations.receptive_field import Geometry
 from preimage.representations import Representation
 from preimage.representations.base import layer_table
 

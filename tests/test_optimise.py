@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from preimage import InversionResult, Progress, StopInversion, images, invert, presets, representations
+from preimage import InversionResult, Progress, StopInversion, images, invert, representations
+from preimage.paper import recipes
 from preimage.errors import CodeError, DivergenceError, ImageError, SettingsError
-from preimage.objective import Objective, Setting, mask, sigma
-from preimage.optimise import start_noise
-from preimage.presets import Schedule
+from preimage.engine.objective import Objective, Setting, mask, sigma
+from preimage.engine.optimise import start_noise
+from preimage.paper.recipes import Schedule
 
-SHORT = presets.CNN.scaled(30)  # the paper's three phases over 30 iterations
+SHORT = recipes.CNN.scaled(30)  # the paper's three phases over 30 iterations
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,9 @@ def test_schedule_scaled_keeps_phases():
     # 100/200/100 of 400 -> phase ends at round(7.5) = 8, round(22.5) = 22 and 30.
     assert SHORT.steps == ((0.004, 8), (0.0004, 14), (0.00004, 8))
     assert SHORT.iterations == 30
-    assert presets.CNN.iterations == 400 and presets.CNN.rates()[99:101] == [0.004, 0.0004]
-    assert presets.schedule_for("paper") == presets.CNN
-    assert presets.schedule_for("quick").iterations == 100
+    assert recipes.CNN.iterations == 400 and recipes.CNN.rates()[99:101] == [0.004, 0.0004]
+    assert recipes.schedule_for("paper") == recipes.CNN
+    assert recipes.schedule_for("quick").iterations == 100
 
 
 def test_batch_equals_one_by_one(linear_rep, small_images):
@@ -131,14 +132,14 @@ def test_alexnet_conv1_random_weights_with_paper_defaults(photo227):
 
 def test_adam_runs_and_reduces_the_loss(linear_rep, small_images):
     rep = linear_rep()
-    result = run(rep, small_images[:1], optimizer="adam", schedule=presets.ADAM.scaled(60))
+    result = run(rep, small_images[:1], optimizer="adam", schedule=recipes.ADAM.scaled(60))
     total, loss = result.energies["total"][:, 0], result.energies["loss"][:, 0]
     assert np.isfinite(total).all()
     assert total[-1] < 0.5 * total[0] and loss[-1] < 0.5 * loss[0]
     assert result.provenance["optimizer"] == "adam" and result.provenance["momentum"] is None
     # Adam's default schedule is the ADAM preset, not the SGD one.
     stopped = run(rep, small_images[:1], optimizer="adam", callback=_stop_at(1), every=1)
-    assert stopped.provenance["schedule"] == presets.ADAM.describe()
+    assert stopped.provenance["schedule"] == recipes.ADAM.describe()
 
 
 def test_bad_optimizer_and_restarts(linear_rep, small_images):
@@ -391,7 +392,7 @@ def test_momentum_is_reset_when_the_rate_changes(linear_rep, small_images):
 def test_pixel_range_keeps_every_iterate_in_0_255(linear_rep, photo227):
     import preimage
     from preimage import images
-    from preimage.presets import Schedule
+    from preimage.paper.recipes import Schedule
 
     rep = linear_rep()
     x0 = images.to_input(photo227[:65, :65], rep.mean)

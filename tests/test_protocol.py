@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from preimage import hoggle, images, protocol, representations
+from preimage import images, representations
+from preimage.paper import hoggle, table1
 from preimage.errors import PreimageError
 
 
@@ -11,17 +12,17 @@ def test_normalised_errors_on_a_hand_example():
     phi0 = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 4.0]])
     # squared pairwise distances: 25, 16, 9 -> mean over ordered pairs j != k = (2*50)/6
     phi = phi0 + torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])
-    errors = protocol.normalised_errors(phi, phi0)
+    errors = table1.normalised_errors(phi, phi0)
     np.testing.assert_allclose(errors, [1 / (100 / 6), 0.0, 4 / (100 / 6)])
     with pytest.raises(PreimageError, match="two images"):
-        protocol.normalised_errors(phi[:1], phi0[:1])
+        table1.normalised_errors(phi[:1], phi0[:1])
 
 
 def test_load_set_brings_images_to_one_size(tmp_path):
-    names, rgb = protocol.load_set(["astronaut", "chelsea"], 64)
+    names, rgb = table1.load_set(["astronaut", "chelsea"], 64)
     assert names == ["astronaut", "chelsea"] and rgb.shape == (2, 3, 64, 64)
     with pytest.raises(PreimageError, match="at least two"):
-        protocol.load_set(["astronaut"], 64)
+        table1.load_set(["astronaut"], 64)
 
 
 @pytest.fixture(scope="module")

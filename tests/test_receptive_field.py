@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from preimage import representations
-from preimage.receptive_field import Geometry, ReceptiveField, receptive_fields
+from preimage.representations.receptive_field import Geometry, ReceptiveField, receptive_fields
 
 
 def test_single_layers():
@@ -115,7 +115,7 @@ def test_linear_conv_gradient_support_equals_field_box(linear_rep):
 
 
 def test_central_box_of_fig9():
-    from preimage.receptive_field import central_box
+    from preimage.representations.receptive_field import central_box
     from preimage.representations import caffenet
 
     conv1 = caffenet.LAYERS[0].receptive_field  # 11 px, stride 4, first unit centred on pixel 5

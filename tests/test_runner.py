@@ -8,7 +8,7 @@ import time
 import nbformat
 import pytest
 
-from preimage import notebooks
+import run_notebooks as notebooks
 
 
 def _book(path, body="pass"):

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from preimage import presets, representations
+from preimage import representations
+from preimage.paper import recipes
 from preimage.errors import SettingsError, StopInversion
-from preimage.objective import Setting
-from preimage.optimise import invert, invert_at_layers
-from preimage.representations.shared import SharedTrunk, leaves, shareable
+from preimage.engine.objective import Setting
+from preimage.engine.optimise import invert, invert_at_layers
+from preimage.engine.shared import SharedTrunk, leaves, shareable
 
 EFFNET_LAYERS = ["stem", "stage1", "stage2"]
 
@@ -55,8 +56,8 @@ def test_invert_at_layers_equals_separate_inversions(effnet):
     rgb = np.random.default_rng(0).integers(0, 256, (2, 3, 40, 40)).astype(np.float32) - 120
     x0 = torch.as_tensor(rgb)
     reps = [effnet[n] for n in EFFNET_LAYERS]
-    base = presets.CNN.shortened(6)
-    schedules = [base, presets.Schedule(tuple((r / 4, n) for r, n in base.steps)), base]
+    base = recipes.CNN.shortened(6)
+    schedules = [base, recipes.Schedule(tuple((r / 4, n) for r, n in base.steps)), base]
     settings = [Setting(lambda_tv=1), [Setting(lambda_tv=10), Setting(lambda_tv=10, beta=1)], Setting(lambda_tv=100)]
     ranges = [False, True, False]
     together = invert_at_layers(reps, x0, settings=settings, schedules=schedules, pixel_range=ranges,
@@ -78,12 +79,12 @@ def test_invert_at_layers_refuses_what_cannot_share(effnet, linear_rep):
     reps = [effnet["stem"], effnet["stage1"]]
     with pytest.raises(SettingsError, match="not the same network"):
         invert_at_layers([effnet["stem"], linear_rep()], x0, progress=False)
-    uneven = presets.Schedule(((1.0, 3), (0.5, 3)))
+    uneven = recipes.Schedule(((1.0, 3), (0.5, 3)))
     with pytest.raises(SettingsError, match="stage1.*rates scaled"):
-        invert_at_layers(reps, x0, schedules=[presets.CNN.shortened(6), uneven], progress=False)
-    quarter = presets.Schedule(tuple((r / 4, n) for r, n in presets.ADAM.steps))
+        invert_at_layers(reps, x0, schedules=[recipes.CNN.shortened(6), uneven], progress=False)
+    quarter = recipes.Schedule(tuple((r / 4, n) for r, n in recipes.ADAM.steps))
     with pytest.raises(SettingsError, match="adam cannot run layers with different learning rates"):
-        invert_at_layers(reps, x0, optimizer="adam", schedules=[presets.ADAM, quarter], progress=False)
+        invert_at_layers(reps, x0, optimizer="adam", schedules=[recipes.ADAM, quarter], progress=False)
     with pytest.raises(SettingsError, match="one settings, schedule and pixel_range per layer"):
         invert_at_layers(reps, x0, settings=[Setting()], progress=False)
     other = representations.get("efficientnet_lite0", "stage1", weights="random", seed=3)
@@ -101,7 +102,7 @@ def test_a_callback_stops_a_shared_run(effnet):
         seen.append(progress.x.shape[0])
         raise StopInversion
 
-    results = invert_at_layers([effnet[n] for n in EFFNET_LAYERS], x0, schedules=presets.CNN.shortened(20),
+    results = invert_at_layers([effnet[n] for n in EFFNET_LAYERS], x0, schedules=recipes.CNN.shortened(20),
                                callback=stop, every=5, progress=False)
     assert seen == [3]
     assert all(r.provenance["stopped_early"] and r.provenance["iterations_run"] == 5 for r in results)

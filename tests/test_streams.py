@@ -5,8 +5,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from preimage import representations, streams
-from preimage.objective import mask
+from preimage import representations
+from preimage.paper import streams
+from preimage.engine.objective import mask
 
 
 def test_colour_split_separates_grey_from_colour_filters():

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preimage import figures, presets, sweep
+from preimage import figures
+from preimage.paper import recipes, sweep
 from preimage.errors import SettingsError
-from preimage.objective import Setting
+from preimage.engine.objective import Setting
 
 
 def test_invert_layers_batches_and_records_everything(tmp_path):
@@ -20,7 +21,7 @@ def test_invert_layers_batches_and_records_everything(tmp_path):
     gray = tmp_path / "gray.png"
     Image.fromarray(np.full((64, 64), 128, np.uint8)).save(gray)
     noted = []
-    sweep.invert_layers("hog", ["hog"], [str(gray)], size=64, log=noted.append, schedule=presets.SHALLOW.scaled(8))
+    sweep.invert_layers("hog", ["hog"], [str(gray)], size=64, log=noted.append, schedule=recipes.SHALLOW.scaled(8))
     assert any(line.startswith(f"note: {gray}:") and "gray" in line.lower() for line in noted)
     r = results["hog"]
     assert r.x.shape == (2 * 2 * 2, 1, 64, 64) and r.provenance["iterations"] == 100
@@ -42,13 +43,13 @@ def test_invert_layers_batches_and_records_everything(tmp_path):
 
 def test_paper_layers_and_their_stand_ins():
     alex = [l.name for l in presets_layers("alexnet")]
-    assert presets.paper_layer("alexnet", "fc8", alex) == ("fc8", "")
-    assert presets.paper_layer("alexnet", "norm1", alex) == ("pool1", "pool1 stands in for CaffeNet's norm1")
+    assert recipes.paper_layer("alexnet", "fc8", alex) == ("fc8", "")
+    assert recipes.paper_layer("alexnet", "norm1", alex) == ("pool1", "pool1 stands in for CaffeNet's norm1")
     eff = [l.name for l in presets_layers("efficientnet_lite0")]
-    assert [presets.paper_layer("efficientnet_lite0", n, eff)[0] for n in ("norm1", "pool5", "fc8")] == \
+    assert [recipes.paper_layer("efficientnet_lite0", n, eff)[0] for n in ("norm1", "pool5", "fc8")] == \
         ["stage2", "stage6", "logits"]
     with pytest.raises(SettingsError, match="no layer 'norm1'"):
-        presets.paper_layer("hog", "norm1", ["hog"])
+        recipes.paper_layer("hog", "norm1", ["hog"])
 
 
 def presets_layers(model):
@@ -57,11 +58,11 @@ def presets_layers(model):
 
 
 def test_reference_schedule_scales_rates_only_where_measured_to_diverge():
-    assert presets.reference_schedule("alexnet", "fc8") == presets.CNN
-    assert presets.reference_schedule("hog", "hog") == presets.SHALLOW
-    slow = presets.reference_schedule("efficientnet_lite0", "logits")
+    assert recipes.reference_schedule("alexnet", "fc8") == recipes.CNN
+    assert recipes.reference_schedule("hog", "hog") == recipes.SHALLOW
+    slow = recipes.reference_schedule("efficientnet_lite0", "logits")
     assert slow.steps == ((0.001, 100), (0.0001, 200), (0.00001, 100))
-    assert presets.pixel_range_for("efficientnet_lite0", "logits") and not presets.pixel_range_for("alexnet", "fc8")
-    assert presets.reference_schedule("efficientnet_lite0", "stem") == presets.CNN
-    fig9 = presets.reference_schedule("efficientnet_lite0", "stage6", presets.RECEPTIVE_FIELD)
+    assert recipes.pixel_range_for("efficientnet_lite0", "logits") and not recipes.pixel_range_for("alexnet", "fc8")
+    assert recipes.reference_schedule("efficientnet_lite0", "stem") == recipes.CNN
+    fig9 = recipes.reference_schedule("efficientnet_lite0", "stage6", recipes.RECEPTIVE_FIELD)
     assert [r for r, _ in fig9.steps] == [0.0001, 0.00001, 0.000001]

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from preimage import protocol, representations, table3
-from preimage.cli import main
+from preimage import representations
+from preimage.paper import table1, table3
+from preimage.apps.cli import main
 from preimage.errors import ImageError, PreimageError, SettingsError, UnknownNameError
-from preimage.objective import Setting
-from preimage.optimise import invert
+from preimage.engine.objective import Setting
+from preimage.engine.optimise import invert
 
 NAMES = ["astronaut", "chelsea", "coffee"]
 METHOD_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "method.md"
@@ -95,7 +96,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
         with torch.no_grad():
             phi0, phi = rep(x0), rep(torch.as_tensor(result.x))
         row = table.rows[("hog", v)]
-        np.testing.assert_allclose(row.errors, protocol.normalised_errors(phi, phi0), rtol=1e-4)
+        np.testing.assert_allclose(row.errors, table1.normalised_errors(phi, phi0), rtol=1e-4)
         np.testing.assert_allclose(row.relative, result.error, rtol=1e-4)
         assert row.time_s > 0
 

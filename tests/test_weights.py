@@ -10,7 +10,8 @@ import torch
 import torchvision
 from torch import nn
 
-from preimage import representations, weights
+from preimage import representations
+from preimage.representations import weights
 from preimage.errors import UnknownNameError, WeightsError
 from preimage.representations import alexnet as alexnet_mod
 

@@ -1,12 +1,11 @@
 """Figure layout helpers and atomic saving with provenance (PNG + PDF + JSON side by side)."""
 from __future__ import annotations
 
-import datetime
-import platform
 from pathlib import Path
 
 import numpy as np
 
+from . import images
 from .atomic import atomic_path, write_json
 
 
@@ -56,8 +55,6 @@ def rows_of(results: dict, columns: str = "restart", column_titles: dict | list 
     InversionResult}), image-major, whose columns run over restarts or settings, after the
     original image. ``column_titles``: a list for every row, or {label: list}; by default the
     restart number or the setting, each with the item's error."""
-    from .sweep import originals
-
     panels, titles = [], []
     first = next(iter(results.values()))
     for i, image in enumerate(first.provenance.get("images") or range(int(first.items[:, 0].max()) + 1)):
@@ -77,6 +74,28 @@ def rows_of(results: dict, columns: str = "restart", column_titles: dict | list 
     return panels, titles
 
 
+def chunks(items: list, per_row: int) -> list[list]:
+    """``items`` in rows of ``per_row``."""
+    return [items[i:i + per_row] for i in range(0, len(items), per_row)]
+
+
+def per_layer(results: dict, labels: dict[str, str] | None = None, per_row: int = 6, original: bool = True,
+              item: int = 0):
+    """Panels and titles for ``grid``: one pre-image per layer of ``results`` ({layer:
+    InversionResult}; item ``item`` of each), after the original image, in rows of ``per_row``.
+    Each title is the layer's label (default: the layer and its λ_TV) and the item's error."""
+    panels, titles = [], []
+    if original:
+        first = next(iter(results.values()))
+        panels.append(originals(first)[int(first.items[item, 0])])
+        titles.append(str(first.provenance["images"][int(first.items[item, 0])]))
+    for layer, r in results.items():
+        label = (labels or {}).get(layer) or f"{layer} (λ_TV {r.provenance['settings'][int(r.items[item, 1])]['lambda_tv']:g})"
+        panels.append(r.display()[item])
+        titles.append(f"{label}\nerror {r.error[item]:.3f}")
+    return chunks(panels, per_row), chunks(titles, per_row)
+
+
 def energy_plot(curves: dict[str, np.ndarray], title: str = "", term: str = "loss"):
     """The ``term`` energy against iteration, one line per label (log scale)."""
     import matplotlib.pyplot as plt
@@ -92,9 +111,22 @@ def energy_plot(curves: dict[str, np.ndarray], title: str = "", term: str = "los
     return fig
 
 
+def originals(result) -> np.ndarray:
+    """(N, H, W, 3) in [0, 1]: the images an InversionResult inverted (by the names it records)."""
+    h, w = result.provenance["image_size"]
+    rgbs, _ = images.load_many(result.provenance["images"], (h, w))
+    return rgbs / 255.0
+
+
 def save(fig, stem: str | Path, provenance: dict) -> list[Path]:
-    """Write ``stem``.png, .pdf and .json (the provenance, plus the time and machine), each
-    atomically, so that a failed run never leaves a half-written figure over a good one."""
+    """Write ``stem``.png, .pdf and .json, each atomically, so that a failed run never leaves a
+    half-written figure over a good one. ``provenance`` is a record (``engine.results.record``);
+    the JSON is that record with the figure's name."""
+    from .engine.results import check_record
+
+    problems = check_record(provenance)
+    if problems:
+        raise ValueError(f"the provenance of {Path(stem).name} is not a record: {'; '.join(problems)}")
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -103,7 +135,5 @@ def save(fig, stem: str | Path, provenance: dict) -> list[Path]:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
         paths.append(path)
-    record = {"figure": stem.name, "written": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "machine": f"{platform.node()} ({platform.machine()})", **provenance}
-    write_json(stem.with_suffix(".json"), record)
+    write_json(stem.with_suffix(".json"), {**provenance, "file": stem.name})
     return paths + [stem.with_suffix(".json")]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,19 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
-DATA_IMAGES = Path(__file__).resolve().parents[2] / "data" / "images"
+SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder of images is read for
+
+
+def data_file(*parts: str) -> Path:
+    """A file shipped in the package's data folder (images, the HOGgle dictionary), wherever the
+    package is installed."""
+    return Path(str(resources.files("preimage").joinpath("data", *parts)))
 
 
 def shipped() -> dict[str, Path]:
-    """The images shipped in data/images, by stem (see data/README.md for their licences)."""
-    return {p.stem: p for p in sorted(DATA_IMAGES.iterdir()) if p.suffix.lower() in (".png", ".jpg")}
+    """The images shipped with the package, by stem (see preimage/data/README.md for their licences)."""
+    folder = data_file("images")
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in SUFFIXES} if folder.is_dir() else {}
 
 
 def resolve(name_or_path: str | Path) -> Path:
@@ -23,7 +31,7 @@ def resolve(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    images = shipped() if DATA_IMAGES.is_dir() else {}
+    images = shipped()
     if str(name_or_path) in images:
         return images[str(name_or_path)]
     raise ImageError(f"image {str(name_or_path)!r} not found: give the path of an image file or the "
@@ -89,6 +97,16 @@ def fit(rgb: np.ndarray, size: int | tuple[int, int] | None, mode: str = "crop")
     elif mode != "warp":
         raise ValueError(f"fit mode must be 'crop' or 'warp', not {mode!r}")
     return np.array(im.resize((w, h), Image.BICUBIC), dtype=np.uint8)
+
+
+def load_many(names: list[str], size: int | tuple[int, int] | None) -> tuple[np.ndarray, list[str]]:
+    """(N, H, W, 3) uint8 images fitted to ``size`` (centre crop), and what loading noticed."""
+    notes, rgbs = [], []
+    for name in names:
+        rgb, found = load(name)
+        notes += [f"{name}: {n}" for n in found]
+        rgbs.append(fit(rgb, size))
+    return np.stack(rgbs), notes
 
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # MATLAB's rgb2gray, as the reference code used

@@ -10,37 +10,33 @@ import torch
 from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
-from .. import weights as weights_lib
-from ..receptive_field import Geometry
+from .weights import Weights, apply
+from .receptive_field import POINTWISE, Geometry
 from .base import Representation, find_layer, layer_table
 
-IMAGENET = weights_lib.WeightsFile.from_url(AlexNet_Weights.IMAGENET1K_V1.url)
-MEAN = tuple(255 * m for m in (0.485, 0.456, 0.406))
-STD = (0.229, 0.224, 0.225)
-INPUT_SIZE = 227  # the paper's size; torchvision trained at 224, pool5 is 6x6 for both
+# input_size is the paper's; torchvision trained at 224, and pool5 is 6x6 for both
+IMAGENET = Weights.from_url(AlexNet_Weights.IMAGENET1K_V1.url, input_size=227)
 
-_conv = lambda k, s=1, p=0: Geometry(k, s, p)  # noqa: E731
-_point = Geometry()
 # (paper name, channels, geometry, spatial, where in torchvision's AlexNet)
 _LAYERS = [
-    ("conv1", 64, _conv(11, 4, 2), True, ("features", 0)),
-    ("relu1", 64, _point, True, ("features", 1)),
-    ("pool1", 64, _conv(3, 2), True, ("features", 2)),
-    ("conv2", 192, _conv(5, 1, 2), True, ("features", 3)),
-    ("relu2", 192, _point, True, ("features", 4)),
-    ("pool2", 192, _conv(3, 2), True, ("features", 5)),
-    ("conv3", 384, _conv(3, 1, 1), True, ("features", 6)),
-    ("relu3", 384, _point, True, ("features", 7)),
-    ("conv4", 256, _conv(3, 1, 1), True, ("features", 8)),
-    ("relu4", 256, _point, True, ("features", 9)),
-    ("conv5", 256, _conv(3, 1, 1), True, ("features", 10)),
-    ("relu5", 256, _point, True, ("features", 11)),
-    ("pool5", 256, _conv(3, 2), True, ("features", 12)),
-    ("fc6", 4096, _conv(6), False, ("classifier", 1)),
-    ("relu6", 4096, _point, False, ("classifier", 2)),
-    ("fc7", 4096, _point, False, ("classifier", 4)),
-    ("relu7", 4096, _point, False, ("classifier", 5)),
-    ("fc8", 1000, _point, False, ("classifier", 6)),
+    ("conv1", 64, Geometry(11, 4, 2), True, ("features", 0)),
+    ("relu1", 64, POINTWISE, True, ("features", 1)),
+    ("pool1", 64, Geometry(3, 2), True, ("features", 2)),
+    ("conv2", 192, Geometry(5, 1, 2), True, ("features", 3)),
+    ("relu2", 192, POINTWISE, True, ("features", 4)),
+    ("pool2", 192, Geometry(3, 2), True, ("features", 5)),
+    ("conv3", 384, Geometry(3, 1, 1), True, ("features", 6)),
+    ("relu3", 384, POINTWISE, True, ("features", 7)),
+    ("conv4", 256, Geometry(3, 1, 1), True, ("features", 8)),
+    ("relu4", 256, POINTWISE, True, ("features", 9)),
+    ("conv5", 256, Geometry(3, 1, 1), True, ("features", 10)),
+    ("relu5", 256, POINTWISE, True, ("features", 11)),
+    ("pool5", 256, Geometry(3, 2), True, ("features", 12)),
+    ("fc6", 4096, Geometry(6), False, ("classifier", 1)),
+    ("relu6", 4096, POINTWISE, False, ("classifier", 2)),
+    ("fc7", 4096, POINTWISE, False, ("classifier", 4)),
+    ("relu7", 4096, POINTWISE, False, ("classifier", 5)),
+    ("fc8", 1000, POINTWISE, False, ("classifier", 6)),
 ]
 LAYERS = layer_table([spec[:4] for spec in _LAYERS])
 ABSENT = {n: "torchvision's AlexNet has no local response normalisation (the paper's CaffeNet "
@@ -62,8 +58,8 @@ def truncated(net: nn.Module, layer_index: int) -> nn.Sequential:
     """The modules of ``net`` up to and including layer ``layer_index``, nothing after it."""
     part, index = _LAYERS[layer_index][4]
     if part == "features":
-        return nn.Sequential(Normalise(STD), net.features[:index + 1])
-    return nn.Sequential(Normalise(STD), net.features, net.avgpool, nn.Flatten(1),
+        return nn.Sequential(Normalise(IMAGENET.std), net.features[:index + 1])
+    return nn.Sequential(Normalise(IMAGENET.std), net.features, net.avgpool, nn.Flatten(1),
                          net.classifier[:index + 1])
 
 
@@ -71,6 +67,6 @@ def build(layer: str, weights: str = "imagenet", seed: int = 0) -> Representatio
     """AlexNet truncated at ``layer`` with ``weights`` 'imagenet', 'random' or a state_dict path."""
     index = find_layer(LAYERS, layer, "alexnet", ABSENT)
     net = alexnet(weights=None)
-    label, trained = weights_lib.apply(net, weights, IMAGENET, seed)
+    label, trained = apply(net, weights, IMAGENET, seed)
     return Representation(truncated(net, index), model="alexnet", layer=layer, layers=LAYERS,
-                          weights=label, trained=trained, mean=MEAN, input_size=INPUT_SIZE)
+                          weights=label, trained=trained, mean=IMAGENET.mean, input_size=IMAGENET.input_size)

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..engine.results import weights_label
 from ..errors import ImageError, UnknownNameError, unknown
-from ..receptive_field import Geometry, ReceptiveField, receptive_fields
+from .receptive_field import Geometry, ReceptiveField, receptive_fields
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,6 @@ def find_layer(layers: list[LayerInfo], name: str, model: str, absent: dict[str,
         raise UnknownNameError(
             f"layer {name!r} does not exist in {model}: {absent[name]}; valid layers: {', '.join(names)}")
     raise unknown(f"layer of {model}", name, names)
-
-
-def weights_label(weights: str, trained: bool) -> str:
-    """How titles and records name the weights: random ones always say "untrained"."""
-    return weights if trained else f"{weights} weights, untrained"
 
 
 class Representation(nn.Module):

@@ -21,39 +21,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import weights as weights_lib
+from .weights import Weights, apply, checkpoint_dir, fetch, load_state_dict, file_digest
 from ..atomic import atomic_path
 from ..errors import WeightsError
-from ..receptive_field import Geometry
+from .receptive_field import POINTWISE, Geometry
 from .base import Representation, find_layer, layer_table
 
-CAFFEMODEL = weights_lib.WeightsFile(
-    "http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel",
-    origin="bvlc_reference_caffenet.caffemodel", sha1="4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46")
-MATCONVNET = weights_lib.WeightsFile("http://www.vlfeat.org/matconvnet/models/imagenet-caffe-ref.mat",
-                                     origin="imagenet-caffe-ref.mat")
 # Caffe's ilsvrc_2012_mean averaged over pixels (its BGR order reversed); MatConvNet's average
-# image holds the same colour to within rounding.
+# image holds the same colour to within rounding. The network takes the pixels unscaled.
 MEAN = (122.67891434, 116.66876762, 104.00698793)
-INPUT_SIZE = 227
+CAFFEMODEL = Weights("http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel",
+                     origin="bvlc_reference_caffenet.caffemodel", sha1="4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46",
+                     mean=MEAN, std=None, input_size=227)
+MATCONVNET = Weights("http://www.vlfeat.org/matconvnet/models/imagenet-caffe-ref.mat", origin="imagenet-caffe-ref.mat",
+                     mean=MEAN, std=None, input_size=227)
 WIDTHS = (96, 256, 384, 384, 256, 4096, 4096, 1000)
 PARAMETRISED = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0)  # Caffe's alpha is divided by size, as torch's
 
-_conv = lambda k, s=1, p=0: Geometry(k, s, p)  # noqa: E731
-_point = Geometry()
-_pool = _conv(3, 2)
+_pool = Geometry(3, 2)
 
 
 def _specs(widths=WIDTHS):
     c1, c2, c3, c4, c5, f6, f7, f8 = widths
-    return [("conv1", c1, _conv(11, 4), True), ("relu1", c1, _point, True), ("pool1", c1, _pool, True),
-            ("norm1", c1, _point, True), ("conv2", c2, _conv(5, 1, 2), True), ("relu2", c2, _point, True),
-            ("pool2", c2, _pool, True), ("norm2", c2, _point, True), ("conv3", c3, _conv(3, 1, 1), True),
-            ("relu3", c3, _point, True), ("conv4", c4, _conv(3, 1, 1), True), ("relu4", c4, _point, True),
-            ("conv5", c5, _conv(3, 1, 1), True), ("relu5", c5, _point, True), ("pool5", c5, _pool, True),
-            ("fc6", f6, _conv(6), False), ("relu6", f6, _point, False), ("fc7", f7, _point, False),
-            ("relu7", f7, _point, False), ("fc8", f8, _point, False)]
+    return [("conv1", c1, Geometry(11, 4), True), ("relu1", c1, POINTWISE, True), ("pool1", c1, _pool, True),
+            ("norm1", c1, POINTWISE, True), ("conv2", c2, Geometry(5, 1, 2), True), ("relu2", c2, POINTWISE, True),
+            ("pool2", c2, _pool, True), ("norm2", c2, POINTWISE, True), ("conv3", c3, Geometry(3, 1, 1), True),
+            ("relu3", c3, POINTWISE, True), ("conv4", c4, Geometry(3, 1, 1), True), ("relu4", c4, POINTWISE, True),
+            ("conv5", c5, Geometry(3, 1, 1), True), ("relu5", c5, POINTWISE, True), ("pool5", c5, _pool, True),
+            ("fc6", f6, Geometry(6), False), ("relu6", f6, POINTWISE, False), ("fc7", f7, POINTWISE, False),
+            ("relu7", f7, POINTWISE, False), ("fc8", f8, POINTWISE, False)]
 
 
 LAYERS = layer_table(_specs())
@@ -102,11 +99,18 @@ def _by_name(params: dict[str, list[np.ndarray]], source: Path) -> list[list[np.
 
 def state_dict_from_file(source: str | Path, widths=WIDTHS) -> OrderedDict[str, torch.Tensor]:
     """A state_dict of ``network(widths)`` from a ``.caffemodel`` or MatConvNet ``.mat`` file."""
-    from ..caffe_model_file import read_caffemodel
-    from ..matconvnet_model_file import read_matconvnet
-
     source = Path(source)
     target = network(widths).state_dict()
+    try:
+        return _converted_state(source, target)
+    except WeightsError as e:
+        raise WeightsError(f"{e} (CaffeNet's are {CAFFEMODEL.url} and {MATCONVNET.url})") from None
+
+
+def _converted_state(source: Path, target: dict) -> OrderedDict[str, torch.Tensor]:
+    from .formats.caffemodel import read_caffemodel
+    from .formats.matconvnet import read_matconvnet
+
     if source.suffix == ".mat":
         model = read_matconvnet(source)
         _check_average(model.average_image, source)
@@ -138,7 +142,7 @@ def _check_average(average: np.ndarray | None, source: Path) -> None:
 
 def converted(source: Path) -> Path:
     """The cached state_dict converted from ``source`` (made once, keyed by the source's hash)."""
-    out = weights_lib.checkpoint_dir() / f"caffenet-from-{source.stem}-{weights_lib.sha256(source)[:8]}.pth"
+    out = checkpoint_dir() / f"caffenet-from-{source.stem}-{file_digest(source)[:8]}.pth"
     if not out.is_file():
         state = state_dict_from_file(source)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -150,11 +154,11 @@ def converted(source: Path) -> Path:
 def locate_imagenet() -> Path:
     """The reference weights: the cached .caffemodel (else MatConvNet's .mat when only that is
     cached), downloaded when allowed."""
-    mat = weights_lib.checkpoint_dir() / MATCONVNET.filename
-    if mat.is_file() and not (weights_lib.checkpoint_dir() / CAFFEMODEL.filename).is_file():
+    mat = checkpoint_dir() / MATCONVNET.filename
+    if mat.is_file() and not (checkpoint_dir() / CAFFEMODEL.filename).is_file():
         return mat
     try:
-        return weights_lib.fetch(CAFFEMODEL)
+        return fetch(CAFFEMODEL)
     except WeightsError as e:
         raise WeightsError(f"{e}. MatConvNet's copy works as well: put {MATCONVNET.url} at {mat}") from None
 
@@ -162,7 +166,7 @@ def locate_imagenet() -> Path:
 def _load(net: nn.Module, path: Path) -> None:
     if path.suffix in (".caffemodel", ".mat"):
         path = converted(path)
-    net.load_state_dict(weights_lib.load_state_dict(path, net))
+    net.load_state_dict(load_state_dict(path, net))
 
 
 def build(layer: str, weights: str = "imagenet", seed: int = 0) -> Representation:
@@ -175,6 +179,6 @@ def build(layer: str, weights: str = "imagenet", seed: int = 0) -> Representatio
         _load(net, source)
         label, trained = f"imagenet ({source.name})", True
     else:
-        label, trained = weights_lib.apply(net, weights, None, seed, load=_load)
+        label, trained = apply(net, weights, None, seed, load=_load)
     return Representation(net[:index + 1], model="caffenet", layer=layer, layers=LAYERS,
-                          weights=label, trained=trained, mean=MEAN, input_size=INPUT_SIZE)
+                          weights=label, trained=trained, mean=CAFFEMODEL.mean, input_size=CAFFEMODEL.input_size)

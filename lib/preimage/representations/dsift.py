@@ -67,7 +67,7 @@ import torch
 from torch import nn
 
 from ..errors import ImageError
-from ..receptive_field import Geometry, receptive_fields
+from .receptive_field import Geometry, receptive_fields
 from .base import LayerInfo, Representation, find_layer
 
 NUM_ORIENTATIONS = 8  # directed; the reference's numOrientations = 4 undirected

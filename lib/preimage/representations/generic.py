@@ -40,15 +40,13 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torchvision.models import feature_extraction, get_model_weights
 from torchvision.ops import stochastic_depth
 
-from .. import weights as weights_lib
+from .weights import IMAGENET_MEAN, IMAGENET_STD, OFFLINE_ENV, Weights, apply, checkpoint_dir, downloads_allowed, random_init
 from ..errors import PreimageError, UnknownNameError, WeightsError, unknown
-from ..receptive_field import Geometry, ReceptiveField
+from .receptive_field import Geometry, ReceptiveField
 from .alexnet import Normalise
 from .base import LayerInfo, Representation, find_layer
 
 PREFIXES = ("torchvision:", "timm:")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ----------------------------------------------------------------------------- names, networks
@@ -138,11 +136,11 @@ def _tracer_kwargs(kind: str) -> dict | None:
 # ----------------------------------------------------------------------------- weights
 
 
-def imagenet_weights(model: str) -> weights_lib.WeightsFile | None:
+def imagenet_weights(model: str) -> Weights | None:
     """The torchvision DEFAULT weights file (hash-checked like AlexNet's); None for timm, whose
     weights come from the Hugging Face hub."""
     kind, name = _split(model)
-    return weights_lib.WeightsFile.from_url(_torchvision_default(name).url) if kind == "torchvision" else None
+    return Weights.from_url(_torchvision_default(name).url) if kind == "torchvision" else None
 
 
 def _timm_cached_file(cfg: dict) -> str | None:
@@ -155,7 +153,7 @@ def _timm_cached_file(cfg: dict) -> str | None:
             if isinstance(path, str):
                 return path
     if cfg.get("url"):
-        path = weights_lib.checkpoint_dir() / cfg["url"].rsplit("/", 1)[-1]
+        path = checkpoint_dir() / cfg["url"].rsplit("/", 1)[-1]
         if path.is_file():
             return str(path)
     return None
@@ -171,11 +169,11 @@ def _timm_pretrained(name: str, cfg: dict, seed: int) -> tuple[nn.Module, str]:
         raise WeightsError(f"timm has no pretrained weights for {name}; pass a state_dict path or random")
     how = (f"`huggingface-cli download {cfg['hf_hub_id']}` on a machine with internet (set HF_HOME to "
            f"use another cache)" if cfg.get("hf_hub_id") else
-           f"download {cfg['url']} into {weights_lib.checkpoint_dir()}")
+           f"download {cfg['url']} into {checkpoint_dir()}")
     local = _timm_cached_file(cfg)
-    if local is None and not weights_lib.downloads_allowed():
+    if local is None and not downloads_allowed():
         raise WeightsError(f"the timm weights {source} are not in the local cache and downloads are switched "
-                           f"off ({weights_lib.OFFLINE_ENV}=1). Get them with {how}, or pass --weights PATH "
+                           f"off ({OFFLINE_ENV}=1). Get them with {how}, or pass --weights PATH "
                            f"to a state_dict file, or --weights random for an untrained network")
     try:
         with torch.random.fork_rng(devices=[]):
@@ -193,8 +191,8 @@ def _weighted(kind: str, name: str, weights: str, seed: int) -> tuple[nn.Module,
     if kind == "timm" and weights == "imagenet":
         net, label = _timm_pretrained(name, net.pretrained_cfg, seed)
         return net, label, True
-    spec = weights_lib.WeightsFile.from_url(_torchvision_default(name).url) if kind == "torchvision" else None
-    label, trained = weights_lib.apply(net, weights, spec, seed)
+    spec = Weights.from_url(_torchvision_default(name).url) if kind == "torchvision" else None
+    label, trained = apply(net, weights, spec, seed)
     return net, label, trained
 
 
@@ -650,7 +648,7 @@ class _Measure:
         if size not in self.runs:
             if self.net is None:
                 self.net = self.network()
-                weights_lib.random_init(self.net, 0)
+                random_init(self.net, 0)
             g = torch.Generator().manual_seed(0)
             x = torch.randn(2, 3, size, size, generator=g).requires_grad_(True)
             interpreter = fx.Interpreter(fx.GraphModule(self.net, self.gm.graph), garbage_collect_values=False)

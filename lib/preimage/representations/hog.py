@@ -86,7 +86,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ImageError
-from ..receptive_field import Geometry, receptive_fields
+from .receptive_field import Geometry, receptive_fields
 from .base import LayerInfo, Representation, find_layer
 
 NO = 9  # undirected orientations

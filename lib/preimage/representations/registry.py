@@ -7,27 +7,27 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import SettingsError, UnknownNameError, WeightsError, unknown
-from ..weights import WeightsFile, checkpoint_dir, fetch
+from .weights import Weights, checkpoint_dir, fetch
 from . import alexnet, caffenet, dsift, efficientnet, generic, hog
 from .base import LayerInfo, Representation
 
 
 @dataclass(frozen=True)
 class Model:
-    layers: list[LayerInfo]
+    table: Callable[[], list[LayerInfo]]  # the layers, computed when first asked for
     build: Callable[..., Representation]
-    imagenet: WeightsFile | None = None  # the published weights file, where there is one
+    imagenet: Weights | None = None  # the published weights file, where there is one
     default_layer: str | None = None  # None: the layer must be named
     hand_designed: bool = False  # HOG, DSIFT: nothing to load
 
 
 _MODELS = {
-    "alexnet": Model(alexnet.LAYERS, alexnet.build, alexnet.IMAGENET),
-    "caffenet": Model(caffenet.LAYERS, caffenet.build, caffenet.CAFFEMODEL),
-    "efficientnet_lite0": Model(efficientnet.LAYERS, efficientnet.build, efficientnet.IMAGENET),
-    "hog": Model(hog.HOG_LAYERS, hog.build_hog, default_layer="hog", hand_designed=True),
-    "hogb": Model(hog.HOGB_LAYERS, hog.build_hogb, default_layer="hogb", hand_designed=True),
-    "dsift": Model(dsift.LAYERS, dsift.build, default_layer="dsift5", hand_designed=True),
+    "alexnet": Model(lambda: alexnet.LAYERS, alexnet.build, alexnet.IMAGENET),
+    "caffenet": Model(lambda: caffenet.LAYERS, caffenet.build, caffenet.CAFFEMODEL),
+    "efficientnet_lite0": Model(efficientnet.layers, efficientnet.build, efficientnet.IMAGENET),
+    "hog": Model(lambda: hog.HOG_LAYERS, hog.build_hog, default_layer="hog", hand_designed=True),
+    "hogb": Model(lambda: hog.HOGB_LAYERS, hog.build_hogb, default_layer="hogb", hand_designed=True),
+    "dsift": Model(lambda: dsift.LAYERS, dsift.build, default_layer="dsift5", hand_designed=True),
 }
 
 
@@ -59,12 +59,13 @@ def _model(model: str) -> Model:
 
 @functools.cache
 def _generic(model: str) -> Model:
-    return Model(generic.layers(model), functools.partial(generic.build, model), generic.imagenet_weights(model))
+    table = generic.layers(model)  # checks the name now
+    return Model(lambda: table, functools.partial(generic.build, model), generic.imagenet_weights(model))
 
 
 def layers(model: str) -> list[LayerInfo]:
     """Every layer of ``model`` with its channels and receptive field."""
-    return _model(model).layers
+    return _model(model).table()
 
 
 def get(model: str, layer: str | None = None, weights: str | None = None, seed: int = 0) -> Representation:
@@ -80,7 +81,7 @@ def get(model: str, layer: str | None = None, weights: str | None = None, seed: 
     m = _model(model)
     if layer is None:
         if m.default_layer is None:
-            raise UnknownNameError(f"{model} needs a layer; valid layers: {', '.join(l.name for l in m.layers)}")
+            raise UnknownNameError(f"{model} needs a layer; valid layers: {', '.join(l.name for l in m.table())}")
         layer = m.default_layer
     if m.hand_designed:
         if weights not in (None, "none", "auto"):
@@ -89,7 +90,7 @@ def get(model: str, layer: str | None = None, weights: str | None = None, seed: 
     weights = weights or "imagenet"
     if weights != "auto":
         return m.build(layer, weights=weights, seed=seed)
-    downloaded = m.imagenet is not None and m.imagenet.url.startswith(("http://", "https://"))  # not packaged
+    downloaded = m.imagenet is not None and m.imagenet.downloadable  # not packaged
     if downloaded and not (checkpoint_dir() / m.imagenet.filename).is_file():
         reason = f"are not in {checkpoint_dir()}"
     else:

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from ..errors import SettingsError
-from .base import Representation
 
 
 def leaves(module: nn.Module) -> list[nn.Module]:
@@ -21,7 +20,7 @@ def leaves(module: nn.Module) -> list[nn.Module]:
     return [module]
 
 
-def shareable(representations: list[Representation]) -> str | None:
+def shareable(representations: list) -> str | None:
     """None if ``representations`` can share one forward pass, else why not."""
     first = representations[0]
     for rep in representations:
@@ -52,7 +51,7 @@ class SharedTrunk(nn.Module):
     ``forward(x, counts)``: the batch is ordered by layer as ``representations`` are (their
     order is free), ``counts[g]`` items for layer g; returns the list of codes per layer."""
 
-    def __init__(self, representations: list[Representation]):
+    def __init__(self, representations: list):
         super().__init__()
         why = shareable(representations)
         if why:

@@ -1,4 +1,4 @@
-"""Run the numbered notebooks headless with papermill: ``python -m preimage.notebooks``.
+"""Run the numbered notebooks headless with papermill: ``python tools/run_notebooks.py`` (``make figures``).
 
 Executed copies go to build/notebooks/; the figures go to figures/<notebook>/. The run stops at
 the first failing notebook and names the cell. It resumes: a notebook whose figures are newer
@@ -13,13 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from .atomic import write_json
+from preimage.atomic import write_json
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXECUTED = ROOT / "build" / "notebooks"
 FIGURES = ROOT / "figures"
-INPUTS = (ROOT / "lib" / "preimage", ROOT / "data")  # besides the notebook itself
+INPUTS = (ROOT / "lib" / "preimage",)  # besides the notebook itself (the shipped data is in the package)
 
 
 def discover(only: list[str] | None = None) -> list[Path]:
@@ -74,7 +74,7 @@ def record_success(book: Path, parameters: dict, figures: Path, seconds: float, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m preimage.notebooks", description=__doc__)
+    p = argparse.ArgumentParser(prog="python tools/run_notebooks.py", description=__doc__)
     p.add_argument("--profile", choices=("quick", "paper"), default="quick")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (e.g. 00 or quickstart)")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from .errors import SettingsError
-from .objective import Setting
+from ..engine.objective import Setting
+from ..errors import SettingsError
 
 
 def first_convolution(rep) -> nn.Conv2d:

@@ -20,16 +20,17 @@ import re
 import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from . import images, presets, representations
-from .errors import ImageError, PreimageError, SettingsError, StopInversion
-from .objective import Setting, mask
-from .optimise import Progress, invert
-from .representations.base import weights_label
-from .results import InversionResult
+from .. import images, representations
+from ..engine.objective import mask
+from ..engine.optimise import Progress, invert
+from ..engine.results import InversionResult, record, weights_label
+from ..errors import ImageError, PreimageError, SettingsError, StopInversion
+from ..paper import recipes
 
 GROUPS = (("all channels", 0), ("first half", 1), ("second half", 2))
 UPLOAD = "upload: "  # prefix of uploaded images in the image menu
@@ -145,18 +146,18 @@ class Explorer:
         except PreimageError as e:
             self._say("error", [str(e)])
             return
-        hand_designed = model in presets.SHALLOW_MODELS
+        hand_designed = model in recipes.SHALLOW_MODELS
         self.weights.disabled = hand_designed  # HOG and DSIFT have nothing to load
         self.weights.value = "auto"
-        overview = presets.OVERVIEW_LAYERS.get(model, names[:1])  # early-middle layer, else the first
+        overview = recipes.OVERVIEW_LAYERS.get(model, names[:1])  # early-middle layer, else the first
         self.layer.options = names
         self.layer.value = overview[1] if len(overview) > 1 else overview[0]
         self.size.value = 0 if hand_designed else _input_size(model)
-        self.iterations.value = presets.schedule_for(self.profile, presets.default_schedule(model)).iterations
+        self.iterations.value = recipes.recipe(model, None, profile=self.profile).schedule.iterations
 
     def _layer_changed(self, change):
         if change["new"] is not None:  # the paper's λ for the layer's block (Fig. 6)
-            self.lambda_tv.value = presets.lambda_tv_for(self.model.value, change["new"])
+            self.lambda_tv.value = recipes.recipe(self.model.value, change["new"]).setting.lambda_tv
             self._show_lambda(None)
 
     def _show_lambda(self, _):
@@ -235,17 +236,16 @@ class Explorer:
             notes.append(f"image {rgb.shape[1]}x{rgb.shape[0]} centre-cropped and resized to {size}x{size}")
         rgb = images.fit(rgb, size)
         rep.check_image_size(*rgb.shape[:2])
-        setting = Setting(lambda_tv=float(self.lambda_tv.value), beta=float(self.beta.value),
-                          neigh=self.neigh.value or None, group=self.group.value or None)
-        base = presets.reference_schedule(model, layer, presets.default_schedule(model))
-        n = self.iterations.value
-        schedule = base if n == base.iterations else base.shortened(n)
+        plan = recipes.recipe(model, layer, iterations=self.iterations.value, lambda_tv=float(self.lambda_tv.value))
+        setting = replace(plan.setting, beta=float(self.beta.value), neigh=self.neigh.value or None,
+                          group=self.group.value or None)
+        schedule = plan.schedule
         x0 = images.to_input(rgb, rep.mean)
         mask(rep.code_shape(*rgb.shape[:2]), setting, rep.layer)  # e.g. neigh larger than the map
         kwargs = {"settings": setting, "restarts": self.restarts.value, "schedule": schedule,
                   "seed": self.seed.value, "device": self.device, "progress": self.progress,
                   "callback": self._on_progress, "every": self.every,
-                  "pixel_range": presets.pixel_range_for(model, layer)}
+                  "pixel_range": plan.pixel_range}
         self._original, self._rep, self._notes, self._warned = rgb, rep, warned + notes, bool(warned)
         self._plotted = -np.inf  # the first live update draws the plot
         self.bar.max, self.bar.value = schedule.iterations, 0
@@ -319,7 +319,7 @@ class Explorer:
     def save(self, folder: str | Path | None = None, stem: str | None = None) -> list[Path]:
         """Write the last result: ``stem``.png/.pdf/.json (the figure, with provenance) and
         ``stem``-result.npz/.json (``InversionResult.save``) into ``folder`` (the output field)."""
-        from . import figures
+        from .. import figures
 
         if self.result is None:
             self._say("warning", ["nothing to save yet: press Run first"])
@@ -337,8 +337,7 @@ class Explorer:
         titles = [[image] + [f"restart {i + 1}\nerror {e:.3f}" for i, e in enumerate(r.error)]]
         fig = figures.grid(panels, titles, suptitle=f"{rep['model']} {rep['layer']} ({weights}): "
                            f"{figures.setting_title(s)}, {p['iterations_run']} iterations")
-        provenance = {"image": image, "model": rep["model"], "weights": weights, "trained": rep["trained"],
-                      "profile": self.profile, "runs": {rep["layer"]: r.summary() | {"items": None}}}
+        provenance = record({rep["layer"]: r}, kind="figure", images=[image], profile=self.profile)
         try:
             paths = figures.save(fig, folder / stem, provenance)
             paths += list(r.save(folder / f"{stem}-result", {"image": image, "profile": self.profile}))

@@ -7,16 +7,16 @@ To invert, every P×P window of a HOG code is sparse-coded against the HOG half 
 the image half of the same combination; overlapping patches are averaged. Not an optimisation:
 nothing here matches the code exactly, which is why its error in Table 1 is the largest.
 
-Train (a few minutes on 2 CPU cores; writes data/hoggle/dictionary.npz and a .json beside it):
+Train (a few minutes on 2 CPU cores; writes the package's data/hoggle/dictionary.npz and a .json
+beside it) from the repository:
 
-    python -m preimage.hoggle
+    python tools/train_hoggle.py
 
 The training images are scikit-image's bundled photos listed in TRAINING_IMAGES, none of them
 an image the notebooks test on.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images
-from .atomic import atomic_path, write_json
-from .errors import PreimageError
+from .. import images
+from ..atomic import atomic_path, write_json
+from ..errors import PreimageError
 
-DICTIONARY = Path(__file__).resolve().parents[2] / "data" / "hoggle" / "dictionary.npz"
+DICTIONARY = images.data_file("hoggle", "dictionary.npz")
 # scikit-image's bundled photographs that are not among data/images (motorcycle_right is left out:
 # it is the other half of the shipped motorcycle_left's stereo pair).
 TRAINING_IMAGES = ("camera", "brick", "grass", "gravel", "coins", "moon", "hubble_deep_field",
@@ -60,7 +60,7 @@ class PairedDictionary:
     @classmethod
     def load(cls, path: Path = DICTIONARY) -> "PairedDictionary":
         if not Path(path).is_file():
-            raise PreimageError(f"no HOGgle dictionary at {path}; train one with `python -m preimage.hoggle`")
+            raise PreimageError(f"no HOGgle dictionary at {path}; train one with `python tools/train_hoggle.py` in the repository")
         with np.load(path) as z:
             meta_path = Path(path).with_suffix(".json")
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -69,7 +69,7 @@ class PairedDictionary:
 
 
 def _hog_rep():
-    from .representations import get
+    from ..representations import get
     return get("hog")
 
 
@@ -186,26 +186,3 @@ def training_images() -> list[tuple[str, np.ndarray]]:
         rgb = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im[..., :3]
         out.append((name, to_gray255(rgb.astype(np.uint8))))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m preimage.hoggle", description="Train the HOGgle paired dictionary.")
-    p.add_argument("--out", type=Path, default=DICTIONARY)
-    p.add_argument("--atoms", type=int, default=256)
-    p.add_argument("--cells", type=int, default=4)
-    p.add_argument("--per-image", type=int, default=3000)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    named = training_images()
-    import skimage
-    d = train([g for _, g in named], atoms=args.atoms, cells=args.cells, per_image=args.per_image, seed=args.seed,
-              meta={"training_images": [f"skimage.data.{n} ({g.shape[1]}x{g.shape[0]})" for n, g in named],
-                    "scikit_image": skimage.__version__})
-    d.save(args.out)
-    print(f"wrote {args.out}: {args.atoms} atoms of {args.cells}x{args.cells} cells from {d.meta['pairs']} pairs "
-          f"of {len(named)} images in {d.meta['train_time_s']} s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,29 +11,53 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 OFFLINE_ENV = "PREIMAGE_OFFLINE"  # set to 1 to never attempt a download (tests set it)
 
 
+# torchvision's ImageNet preprocessing (0..1 units), which AlexNet and most torchvision/timm models use
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 @dataclass(frozen=True)
-class WeightsFile:
-    """A published weights file: where it comes from and the sha256 prefix it must have (the
-    torch hub convention: the prefix is part of the file name)."""
+class Weights:
+    """One published weights file and what using it needs, as torchvision's weights enums carry
+    it: where it comes from, the hash it must have (the sha256 prefix in its name, the torch hub
+    convention, or a full SHA-1 where the publisher gives one), the input it expects (pixel
+    ``mean`` on the 0..255 scale, ``std`` on the 0..1 scale, ``input_size``) and its categories."""
 
     url: str
     sha256_prefix: str = ""
     origin: str = ""  # what provenance names as the source; the file name when empty
-    sha1: str = ""  # the full SHA-1, for publishers that give one instead (Caffe's model zoo)
+    sha1: str = ""
+    mean: tuple[float, ...] = tuple(255 * m for m in IMAGENET_MEAN)
+    std: tuple[float, ...] | None = IMAGENET_STD  # None: the network takes the pixels unscaled
+    input_size: int | None = 224
+    categories: str | None = "imagenet-1k"  # the label set of the last layer, where it is known
 
     @property
     def filename(self) -> str:
         return self.url.rsplit("/", 1)[-1]
 
+    @property
+    def downloadable(self) -> bool:
+        return self.url.startswith(("http://", "https://"))
+
     @classmethod
-    def from_url(cls, url: str) -> "WeightsFile":
+    def from_url(cls, url: str, **meta) -> "Weights":
+        """A torch hub file, whose name ends in the first digits of its sha256."""
         stem = url.rsplit("/", 1)[-1].split(".")[0]
-        return cls(url, stem.rsplit("-", 1)[-1])
+        return cls(url, stem.rsplit("-", 1)[-1], **meta)
+
+    def category_names(self) -> list[str]:
+        """The names of the last layer's units (ImageNet's 1000 classes), or an empty list."""
+        if self.categories != "imagenet-1k":
+            return []
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+        return list(_IMAGENET_CATEGORIES)
 
 
 def checkpoint_dir() -> Path:
@@ -41,7 +65,8 @@ def checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def sha256(path: Path, algorithm: str = "sha256") -> str:
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (read in blocks)."""
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -49,9 +74,9 @@ def sha256(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def check_hash(path: Path, spec: WeightsFile) -> None:
+def check_hash(path: Path, spec: Weights) -> None:
     algorithm, expected = ("sha1", spec.sha1) if spec.sha1 else ("sha256", spec.sha256_prefix)
-    digest = sha256(path, algorithm)
+    digest = file_digest(path, algorithm)
     if not digest.startswith(expected):
         raise WeightsError(
             f"{path} has {algorithm} {digest[:12]}…, expected a hash starting {expected[:12]}: the file "
@@ -63,7 +88,7 @@ def downloads_allowed() -> bool:
     return os.environ.get(OFFLINE_ENV, "") not in ("1", "true", "yes")
 
 
-def fetch(spec: WeightsFile, download: bool | None = None) -> Path:
+def fetch(spec: Weights, download: bool | None = None) -> Path:
     """The checked local path of ``spec``: the cached file, else a download into the cache,
     else an error that says where to put the file."""
     path = checkpoint_dir() / spec.filename
@@ -90,10 +115,7 @@ def fetch(spec: WeightsFile, download: bool | None = None) -> Path:
 
 def load_state_dict(path: str | os.PathLike, module: nn.Module) -> dict[str, torch.Tensor]:
     """A state_dict read safely from ``path`` and checked to fit ``module`` key by key."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist; pass imagenet, random or the path "
-                           f"of a state_dict saved with torch.save(model.state_dict(), PATH)")
+    path = _existing(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -117,6 +139,14 @@ def load_state_dict(path: str | os.PathLike, module: nn.Module) -> dict[str, tor
     return state
 
 
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass imagenet, random or the path "
+                           f"of a state_dict saved with torch.save(model.state_dict(), PATH)")
+    return path
+
+
 def random_init(module: nn.Module, seed: int) -> None:
     """Re-initialise ``module`` reproducibly, whatever the global RNG state."""
     with torch.random.fork_rng(devices=[]):
@@ -130,8 +160,8 @@ def _load_checked(module: nn.Module, path: Path) -> None:
     module.load_state_dict(load_state_dict(path, module))
 
 
-def apply(module: nn.Module, weights: str, spec: WeightsFile | None, seed: int = 0,
-          locate: Callable[[WeightsFile], Path] = None, load: Callable[[nn.Module, Path], None] = None
+def apply(module: nn.Module, weights: str, spec: Weights | None, seed: int = 0,
+          locate: Callable[[Weights], Path] = None, load: Callable[[nn.Module, Path], None] = None
           ) -> tuple[str, bool]:
     """Load ``weights`` ('imagenet', 'random' or a path) into ``module``. ``locate`` finds the
     checked file of ``spec`` (default: the torch hub cache or a download); ``load`` puts a file
@@ -146,10 +176,7 @@ def apply(module: nn.Module, weights: str, spec: WeightsFile | None, seed: int =
         path = (locate or fetch)(spec)
         label = f"imagenet ({spec.origin or spec.filename})"
     else:
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist; pass imagenet, random or the path "
-                               f"of a state_dict saved with torch.save(model.state_dict(), PATH)")
-        label = f"file {path.name} (sha256 {sha256(path)[:12]})"
+        path = _existing(weights)
+        label = f"file {path.name} (sha256 {file_digest(path)[:12]})"
     (load or _load_checked)(module, path)
     return label, True

@@ -3,21 +3,19 @@ batch of images × settings × restarts (× layers of one network, sharing its f
 progress, callbacks and divergence checks."""
 from __future__ import annotations
 
-import datetime
 import math
 import platform
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
-from . import __version__
-from .errors import CodeError, DivergenceError, SettingsError, StopInversion
+from ..errors import CodeError, DivergenceError, SettingsError, StopInversion
 from .objective import Objective, Setting, mask, sigma
-from .presets import ADAM, CNN, Schedule
-from .results import TERMS, InversionResult
+from .results import TERMS, InversionResult, describe_run
+from .schedule import Schedule
 
 MOMENTUM = 0.9
 PIXEL_RMS = 68.9  # Adam works on x / PIXEL_RMS so that its rates are in units of a typical pixel
@@ -53,6 +51,37 @@ def start_noise(shape: tuple[int, ...], seed: int, restart: int) -> torch.Tensor
     return (u / u.norm()).float()
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What one run shares across its items and layers (``invert``'s keywords bar the per-layer
+    settings, schedules and pixel ranges)."""
+
+    restarts: int = 1
+    loss: str = "l2"
+    optimizer: str = "sgd"
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    progress: bool = True
+    callback: Callable[[Progress], None] | None = None
+    every: int = 10
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise SettingsError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
+            raise SettingsError(f"restarts must be a positive integer, not {self.restarts!r}")
+
+
+class Chunk(NamedTuple):
+    """What descending on one chunk of items gives."""
+
+    x: torch.Tensor  # (B, C, H, W) reconstructions
+    energies: dict[str, np.ndarray]  # (iterations done, B) per term
+    error: torch.Tensor  # (B,) final relative errors
+    stopped: bool  # a callback raised StopInversion
+
+
 def invert(representation, images: torch.Tensor | None = None, *, codes: torch.Tensor | None = None,
            image_size: tuple[int, int] | None = None, settings: Setting | list[Setting] = Setting(),
            restarts: int = 1, loss: str = "l2", schedule: Schedule | None = None,
@@ -71,13 +100,15 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     ``pixel_range`` (not in the paper) projects every iterate into the valid pixels 0..255: for
     networks whose input gradient concentrates on a few pixels, which then run away until the
     α-norm overflows (measured on EfficientNet-Lite0's last layers).
+
+    The engine holds no paper constant, so ``schedule`` must be given here; ``preimage.invert``
+    defaults it to the paper's (``preimage.recipe(model, layer).schedule`` gives a layer's).
     """
-    device = resolve_device(device)
-    rep = representation.to(device)
-    shape, targets = _targets(rep, images, codes, image_size, device)
-    return _run([rep], [targets], [settings], shape, restarts=restarts, loss=loss, schedules=[schedule],
-                optimizer=optimizer, seed=seed, device=device, progress=progress, callback=callback,
-                every=every, batch_size=batch_size, pixel_ranges=[pixel_range])[0]
+    options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
+                         batch_size)
+    rep = representation.to(options.device)
+    shape, targets = _targets(rep, images, codes, image_size, options.device)
+    return _run([rep], [targets], [settings], shape, [schedule], [pixel_range], options)[0]
 
 
 def invert_at_layers(representations: list, images: torch.Tensor, *,
@@ -92,36 +123,34 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
     the network's forward and backward passes (``representations.shared.SharedTrunk``).
 
     ``settings``, ``schedules`` and ``pixel_range`` are one per layer or one for all. The
-    schedules may differ only by a factor on every rate (``presets.RATE_SCALE``), and not at all
+    schedules may differ only by a factor on every rate (a layer's rate scale), and not at all
     under Adam. Items are ordered layer-major, then as in ``invert``."""
-    from .representations.shared import SharedTrunk
+    from .shared import SharedTrunk
 
     per_layer = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * len(representations)  # noqa: E731
     settings, schedules, pixel_range = per_layer(settings), per_layer(schedules), per_layer(pixel_range)
     if not len(representations) == len(settings) == len(schedules) == len(pixel_range):
         raise SettingsError(f"give one settings, schedule and pixel_range per layer ({len(representations)}), "
                             f"or one for all")
-    device = resolve_device(device)
-    reps = [rep.to(device) for rep in representations]
+    options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
+                         batch_size)
+    reps = [rep.to(options.device) for rep in representations]
     trunk = SharedTrunk(reps) if len(reps) > 1 else None
     shape, targets = None, []
     for rep in reps:
-        shape, t = _targets(rep, images, None, None, device)
+        shape, t = _targets(rep, images, None, None, options.device)
         targets.append(t)
-    return _run(reps, targets, settings, shape, restarts=restarts, loss=loss, schedules=schedules,
-                optimizer=optimizer, seed=seed, device=device, progress=progress, callback=callback,
-                every=every, batch_size=batch_size, pixel_ranges=pixel_range, trunk=trunk)
+    return _run(reps, targets, settings, shape, schedules, pixel_range, options, trunk)
 
 
-def _run(reps, targets, settings, shape, *, restarts, loss, schedules, optimizer, seed, device, progress,
-         callback, every, batch_size, pixel_ranges, trunk=None) -> list[InversionResult]:
-    """Invert ``targets[g]`` at ``reps[g]`` under ``settings[g]`` for every layer g in one run."""
-    if optimizer not in OPTIMIZERS:
-        raise SettingsError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    if not isinstance(restarts, int) or restarts < 1:
-        raise SettingsError(f"restarts must be a positive integer, not {restarts!r}")
-    schedules = [sch or (ADAM if optimizer == "adam" else CNN) for sch in schedules]
-    schedule, rate_scales = _common_schedule(schedules, optimizer, reps)
+def _run(reps, targets, settings, shape, schedules, pixel_ranges, options: RunOptions,
+         trunk=None) -> list[InversionResult]:
+    """Invert ``targets[g]`` at ``reps[g]`` under ``settings[g]``, ``schedules[g]`` and
+    ``pixel_ranges[g]`` for every layer g in one run."""
+    if any(sch is None for sch in schedules):
+        raise SettingsError("give a schedule: preimage.recipe(model, layer).schedule is the paper's")
+    restarts, device, batch_size = options.restarts, options.device, options.batch_size
+    schedule, rate_scales = _common_schedule(schedules, options.optimizer, reps)
     settings = [[s] if isinstance(s, Setting) else list(s) for s in settings]
     masks = [torch.stack([mask(tuple(t.shape[1:]), s, rep.layer) for s in ss]).to(device)
              for rep, t, ss in zip(reps, targets, settings)]
@@ -133,7 +162,7 @@ def _run(reps, targets, settings, shape, *, restarts, loss, schedules, optimizer
     t0 = time.perf_counter()
     chunks = []
     label = reps[0].label if len(reps) == 1 else f"{reps[0].model} at {len(reps)} layers"
-    bar = _bar(progress, schedule.iterations * math.ceil(len(items) / batch_size), label)
+    bar = _bar(options.progress, schedule.iterations * math.ceil(len(items) / batch_size), label)
     try:
         for lo in range(0, len(items), batch_size):
             part = items[lo:lo + batch_size]
@@ -141,46 +170,40 @@ def _run(reps, targets, settings, shape, *, restarts, loss, schedules, optimizer
             chosen = [settings[g][s] for g, _, s, _ in part]
             tgt = [t[r[:, 0]] for t, r in zip(targets, rows)]
             msk = [m[r[:, 1]] for m, r in zip(masks, rows)]
-            objective = (Objective(reps[0], tgt[0], msk[0], chosen, shape, loss) if trunk is None else
-                         Objective(trunk, tgt, msk, chosen, shape, loss, counts=[len(r) for r in rows]))
-            start = torch.stack([start_noise(shape, seed, int(r)) for r in part[:, 3]]).to(device)
+            objective = (Objective(reps[0], tgt[0], msk[0], chosen, shape, options.loss) if trunk is None else
+                         Objective(trunk, tgt, msk, chosen, shape, options.loss, counts=[len(r) for r in rows]))
+            start = torch.stack([start_noise(shape, options.seed, int(r)) for r in part[:, 3]]).to(device)
             bounded = torch.tensor([pixel_ranges[g] for g in part[:, 0]], device=device).view(-1, 1, 1, 1)
             bounds = None if not bounded.any() else (torch.where(bounded, low, -math.inf),
                                                      torch.where(bounded, high, math.inf))
             scale = None if rate_scales is None else torch.tensor(
                 [rate_scales[g] for g in part[:, 0]], device=device, dtype=start.dtype).view(-1, 1, 1, 1)
-            chunks.append(_descend(objective, start, schedule, optimizer, bar, callback, every, lo, bounds, scale))
-            if chunks[-1][3]:
+            chunks.append(_descend(objective, start, schedule, options, bar, lo, bounds, scale))
+            if chunks[-1].stopped:
                 break  # a callback stopped the run: later chunks are not started
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
 
-    stopped = chunks[-1][3]
-    items = items[:sum(len(c[0]) for c in chunks)]
-    x = torch.cat([c[0] for c in chunks]).cpu().numpy()
-    n_done = max(len(c[1]["total"]) for c in chunks)
+    stopped = chunks[-1].stopped
+    items = items[:sum(len(c.x) for c in chunks)]
+    x = torch.cat([c.x for c in chunks]).cpu().numpy()
+    n_done = max(len(c.energies["total"]) for c in chunks)
     # a stopped chunk has fewer iterations than the chunks before it: NaN marks the ones not run
-    energies = {k: np.concatenate([np.pad(c[1][k], ((0, n_done - len(c[1][k])), (0, 0)),
+    energies = {k: np.concatenate([np.pad(c.energies[k], ((0, n_done - len(c.energies[k])), (0, 0)),
                                           constant_values=np.nan) for c in chunks], axis=1) for k in TERMS}
-    error = torch.cat([c[2] for c in chunks]).cpu().numpy()
+    error = torch.cat([c.error for c in chunks]).cpu().numpy()
     s = sigma(*shape)
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results = []
     for g, rep in enumerate(reps):
         mine = items[:, 0] == g
-        provenance = {
-            "representation": rep.describe(), "label": rep.label, "image_size": list(shape[1:]),
-            "settings": [st.describe(s) for st in settings[g]], "restarts": restarts, "loss": loss,
-            "optimizer": optimizer, "momentum": MOMENTUM if optimizer == "sgd" else None,
-            "schedule": schedules[g].describe(), "iterations": schedule.iterations, "iterations_run": n_done,
-            "stopped_early": stopped, "seed": seed, "batch_size": batch_size, "device": _device_name(device),
-            "pixel_range": pixel_ranges[g],
-            "versions": {"preimage": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "date": date,
-        }
-        if len(reps) > 1:  # time_s is then the whole shared run's
-            provenance["shared_run"] = [r.layer for r in reps]
+        provenance = describe_run(
+            rep, image_size=list(shape[1:]), settings=[st.describe(s) for st in settings[g]], restarts=restarts,
+            loss=options.loss, optimizer=options.optimizer,
+            momentum=MOMENTUM if options.optimizer == "sgd" else None, schedule=schedules[g].describe(),
+            iterations=schedule.iterations, iterations_run=n_done, stopped_early=stopped, seed=options.seed,
+            batch_size=batch_size, device=_device_name(device), pixel_range=pixel_ranges[g],
+            shared_run=[r.layer for r in reps] if len(reps) > 1 else None)
         results.append(InversionResult(x=x[mine], mean=rep.mean, energies={k: v[:, mine] for k, v in energies.items()},
                                        error=error[mine], items=items[mine, 1:], time_s=elapsed,
                                        provenance=provenance))
@@ -237,11 +260,11 @@ def pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
     return -m, 255 - m
 
 
-def _descend(objective: Objective, start, schedule, optimizer, bar, callback, every, offset, bounds=None,
-             rate_scale=None):
-    """Run one chunk; returns (x, energies as numpy (T, B) per term, final errors, whether a
-    callback stopped it). ``bounds`` (low, high) box the pixels; ``rate_scale`` (B, 1, 1, 1)
+def _descend(objective: Objective, start, schedule, options: RunOptions, bar, offset, bounds=None,
+             rate_scale=None) -> Chunk:
+    """Run one chunk. ``bounds`` (low, high) box the pixels; ``rate_scale`` (B, 1, 1, 1)
     multiplies each item's rates."""
+    optimizer, callback, every = options.optimizer, options.callback, options.every
     rates = schedule.rates()
     B = start.shape[0]
     record = torch.zeros(len(rates), len(TERMS), B, device=start.device)
@@ -285,7 +308,7 @@ def _descend(objective: Objective, start, schedule, optimizer, bar, callback, ev
                     stopped = True
                     break
     x = x.detach()
-    return x, _progress(done, len(rates), x, record).energies, objective.error(x), stopped
+    return Chunk(x, _progress(done, len(rates), x, record).energies, objective.error(x), stopped)
 
 
 def _check(record, done, first, rate, offset):

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import hoggle, images, representations
-from .errors import PreimageError
-from .objective import Setting
-from .optimise import invert
+from .. import images, representations
+from ..engine.objective import Setting
+from ..engine.optimise import invert
+from ..engine.results import InversionResult
+from ..errors import PreimageError
+from . import hoggle
 
 # Table 1 of the paper (recalled, unverified: method.md §7), percent, mean and std.
 PAPER_TABLE1 = {"HOGgle": (66.20, 13.7), "HOG": (28.10, 7.9), "HOGb": (10.67, 5.2), "DSIFT": (10.89, 7.5)}
@@ -43,7 +45,7 @@ def load_set(sources, size: int) -> tuple[list[str], torch.Tensor]:
     paths = []
     for s in ([sources] if isinstance(sources, (str, Path)) else sources):
         p = Path(s)
-        paths += sorted(q for q in p.iterdir() if q.suffix.lower() in (".png", ".jpg", ".jpeg")) if p.is_dir() else [s]
+        paths += sorted(q for q in p.iterdir() if q.suffix.lower() in images.SUFFIXES) if p.is_dir() else [s]
     if len(paths) < 2:
         raise PreimageError(f"the protocol needs at least two images, got {len(paths)}")
     names = [Path(p).stem for p in paths]
@@ -58,6 +60,7 @@ class Row:
     relative: np.ndarray  # ||Φ(x*) − Φ0|| / ||Φ0|| per image
     time_s: float
     reconstructions: np.ndarray = field(repr=False)  # (N, H, W, 3) display-stretched
+    result: InversionResult | None = field(default=None, repr=False)  # None for HOGgle (no optimisation)
 
     @property
     def mean(self) -> float:
@@ -77,7 +80,8 @@ def table1(names: list[str], rgb: torch.Tensor, *, schedule, lambda_tv: float = 
         x0 = torch.cat([images.to_input(im.permute(1, 2, 0).numpy(), rep.mean) for im in rgb])
         result = invert(rep, x0, settings=Setting(lambda_tv=lambda_tv), schedule=schedule, seed=seed,
                         device=device, progress=progress)
-        rows.append(_row(method, rep, x0, torch.as_tensor(result.x), result.time_s, result.display()))
+        result.provenance["images"] = list(names)
+        rows.append(_row(method, rep, x0, torch.as_tensor(result.x), result.time_s, result.display(), result))
     return rows
 
 
@@ -96,11 +100,11 @@ def _hoggle_row(rgb: torch.Tensor, dictionary) -> Row:
     return _row("HOGgle", rep, x0, xs, time.perf_counter() - t0, images.stretch(images.to_pixels(xs, rep.mean)))
 
 
-def _row(method, rep, x0, x, time_s, shown) -> Row:
+def _row(method, rep, x0, x, time_s, shown, result=None) -> Row:
     with torch.no_grad():
         phi0, phi = rep(x0), rep(x.to(x0.dtype))
     relative = ((phi - phi0).flatten(1).norm(dim=1) / phi0.flatten(1).norm(dim=1)).numpy()
-    return Row(method, normalised_errors(phi, phi0), relative, time_s, shown)
+    return Row(method, normalised_errors(phi, phi0), relative, time_s, shown, result)
 
 
 def to_csv(rows: list[Row], names: list[str]) -> str:

@@ -1,12 +1,12 @@
 """MatConvNet SimpleNN model files (``imagenet-caffe-ref.mat``: CaffeNet as MatConvNet's
-import-caffe.py converted it) read and written without MATLAB.
+import-caffe.py converted it) read without MATLAB.
 
 The layout is that of MatConvNet's own files: a cell array ``layers`` of structs with ``type``,
 ``name``, conv weights as a ``weights`` cell {filters, biases} (newer files) or as ``filters``
 and ``biases`` fields (older files), and the input normalisation in ``meta.normalization``
 (newer) or ``normalization`` (older); a file may also hold all of this in one struct ``net``.
 
-Files are written with scipy.io.savemat but read by the small MAT v5 decoder below: scipy's
+Files are read by the small MAT v5 decoder below, not scipy's: scipy's
 reader trusts the file (a damaged type code crashes the interpreter with a segmentation fault,
 a damaged size makes it loop for seconds), whereas this one checks every tag against the bytes
 that are there, so a damaged file is a WeightsError whatever the damage.
@@ -20,12 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
-from .atomic import atomic_path
-from .errors import WeightsError
+from ...errors import WeightsError
 
-MATCONVNET_URL = "http://www.vlfeat.org/matconvnet/models/imagenet-caffe-ref.mat"
 ATTRIBUTES = ("stride", "pad", "pool", "method", "param")  # the layer fields kept as attributes
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -62,7 +59,7 @@ def read_matconvnet(path: str | Path) -> MatConvNetModel:
     """The model in the MatConvNet SimpleNN .mat file at ``path``. Anything else (a v7.3 file,
     a damaged file, a .mat without ``layers``) raises WeightsError saying what to do."""
     path = Path(path)
-    fix = f"re-download it (for CaffeNet: imagenet-caffe-ref.mat from {MATCONVNET_URL})"
+    fix = "re-download it from where it was published"
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -366,41 +363,3 @@ def _image_size(value) -> tuple | None:
     if not all(isinstance(x, int) and x >= 0 for x in size):
         raise _Malformed(f"normalization.imageSize {size} is not a list of sizes")
     return tuple(size) or None
-
-
-def write_matconvnet(path: str | Path, model: MatConvNetModel, style: str = "new",
-                     net_variable: bool = False) -> Path:
-    """Write ``model`` as a MatConvNet SimpleNN .mat (v7, compressed, as MATLAB saves it), for
-    tests and examples. ``style`` "new": conv ``weights`` cells and ``meta.normalization``;
-    "old": ``filters``/``biases`` fields and a top-level ``normalization``. ``net_variable``
-    puts everything in one struct variable ``net``."""
-    if style not in ("new", "old"):
-        raise ValueError(f"style must be 'new' or 'old', not {style!r}")
-    layers = np.empty((1, len(model.layers)), dtype=object)  # a cell array of structs
-    for i, layer in enumerate(model.layers):
-        fields = {"name": layer.name, "type": layer.type}
-        params = [np.asarray(p, np.float32) for p in layer.params]
-        params[1:] = [p.reshape(1, -1) for p in params[1:]]  # biases as a row, as MatConvNet has
-        if params and style == "new":
-            fields["weights"] = np.empty((1, len(params)), dtype=object)
-            for j, p in enumerate(params):  # one by one: numpy would broadcast a list
-                fields["weights"][0, j] = p
-        elif params:
-            fields.update(zip(("filters", "biases"), params))
-        for key, value in layer.attributes.items():
-            fields[key] = value if isinstance(value, str) else np.asarray(value, float).reshape(1, -1)
-        layers[0, i] = fields
-    normalization = {}
-    if model.average_image is not None:
-        normalization["averageImage"] = np.asarray(model.average_image, np.float32)
-    if model.image_size is not None:
-        normalization["imageSize"] = np.asarray(model.image_size, float).reshape(1, -1)
-    net = {"layers": layers}
-    if style == "new":
-        net["meta"] = {"normalization": normalization}
-    else:
-        net["normalization"] = normalization
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        scipy.io.savemat(f, {"net": net} if net_variable else net, do_compression=True)
-    return path

@@ -19,6 +19,9 @@ class Geometry:
     padding: int = 0
 
 
+POINTWISE = Geometry()  # ReLU, LRN, a 1x1 convolution: positions map one to one
+
+
 def compose(geometries: list[Geometry]) -> Geometry:
     """One Geometry equivalent to a chain (e.g. the convolutions of a stage of several blocks)."""
     kernel, stride, padding = 1, 1, 0

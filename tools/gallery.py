@@ -1,6 +1,6 @@
 """The README's gallery: thumbnails of the regenerated figures beside the paper's figure numbers.
 
-``python -m preimage.gallery`` reads figures/<notebook>/*.png with their provenance JSON, writes
+``python tools/gallery.py`` reads figures/<notebook>/*.png with their provenance JSON, writes
 thumbnails to docs/gallery/ and prints the markdown table (model, weights, profile per figure).
 """
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .atomic import atomic_path
-from .notebooks import FIGURES, ROOT
+from run_notebooks import FIGURES, ROOT
+
+from preimage.atomic import atomic_path
 
 GALLERY = ROOT / "docs" / "gallery"
 WIDTH = 480
@@ -59,7 +60,7 @@ def markdown(items: list[dict], folder: Path, root: Path = ROOT) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m preimage.gallery", description=__doc__)
+    p = argparse.ArgumentParser(prog="python tools/gallery.py", description=__doc__)
     p.add_argument("--figures", type=Path, default=FIGURES)
     p.add_argument("--out", type=Path, default=GALLERY)
     args = p.parse_args(argv)

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images, presets, representations, table3, weights
-from .atomic import atomic_path
-from .errors import CodeError, PreimageError, SettingsError
-from .objective import Setting
-from .optimise import OPTIMIZERS, invert
+from .. import images, representations
+from ..atomic import atomic_path
+from ..engine.objective import Setting
+from ..engine.optimise import OPTIMIZERS, invert
+from ..errors import CodeError, PreimageError, SettingsError
+from ..paper import recipes, table3
+from ..representations.weights import checkpoint_dir
 
 CODE_FORMAT = "preimage-code-1"
 
@@ -59,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--lambda-l2", type=float, default=Setting.lambda_l2, help="λ_L2 of the α-norm (default 8e-10)")
     inv.add_argument("--alpha", type=float, default=Setting.alpha, help="α of the α-norm (default 6)")
     inv.add_argument("--iters", type=int, default=None,
-                     help="iterations (default: the reference schedule's, 400 for networks, 800 for hog/dsift)")
+                     help="iterations (default: the reference schedule's, 400 for networks, 800 for hog/dsift; "
+                          "fewer keep half at the first rate, more stretch every phase)")
     inv.add_argument("--restarts", type=int, default=1, help="random restarts, optimised as one batch")
     inv.add_argument("--neigh", type=int, default=None, help="use only the central N×N positions of the code")
     inv.add_argument("--group", type=int, choices=(1, 2), default=None, help="use only the first or second half of the channels")
@@ -82,9 +85,9 @@ def parser() -> argparse.ArgumentParser:
                      help="λ_TV of the rows (default 1 10 100, i.e. λ_Vβ 0.5 5 50)")
     tab.add_argument("--size", type=int, default=256,
                      help="hog/hogb/dsift: centre-crop every image to SIZE×SIZE (default 256); networks use their input size")
-    tab.add_argument("--profile", choices=tuple(presets.PROFILES), default="paper",
+    tab.add_argument("--profile", choices=tuple(recipes.PROFILES), default="paper",
                      help="paper: the reference schedule (default); quick: 100 iterations")
-    tab.add_argument("--iters", type=int, default=None, help="iterations, the reference schedule scaled (overrides --profile)")
+    tab.add_argument("--iters", type=int, default=None, help="iterations, as for invert (overrides --profile)")
     tab.add_argument("--batch-size", type=int, default=None, help="images inverted at once (default: all pending of a layer and λ)")
     tab.add_argument("--seed", type=int, default=0)
     tab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -124,7 +127,7 @@ def cmd_weights(args) -> int:
     rep = representations.get(args.model, first, args.source or "imagenet")
     if not rep.trained:
         raise PreimageError(f"{args.model} has no trained weights to fetch")
-    print(f"{args.model}: {rep.weights} ready (cache: {weights.checkpoint_dir()})")
+    print(f"{args.model}: {rep.weights} ready (cache: {checkpoint_dir()})")
     return 0
 
 
@@ -188,17 +191,15 @@ def cmd_invert(args) -> int:
         raise PreimageError("give either an IMAGE or --code FILE to invert")
     if args.model == "auto":
         args.model, args.weights = representations.resolve_auto()
-    lambda_tv = args.lambda_tv if args.lambda_tv is not None else presets.lambda_tv_for(args.model, args.layer)
-    setting = Setting(lambda_tv=lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
+    plan = recipes.recipe(args.model, args.layer, iterations=args.iters, lambda_tv=args.lambda_tv,
+                          optimizer=args.optimizer)
+    setting = Setting(lambda_tv=plan.setting.lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
                       neigh=args.neigh, group=args.group)
-    schedule = presets.ADAM if args.optimizer == "adam" else presets.reference_schedule(args.model, args.layer)
-    if args.iters is not None:
-        schedule = schedule.scaled(args.iters)
     out = _writable_dir(args.out)
     rep = representations.get(args.model, args.layer, args.weights, seed=args.seed)
-    common = dict(settings=setting, restarts=args.restarts, loss=args.loss, schedule=schedule,
+    common = dict(settings=setting, restarts=args.restarts, loss=args.loss, schedule=plan.schedule,
                   optimizer=args.optimizer, seed=args.seed, device=args.device, progress=args.progress,
-                  pixel_range=presets.pixel_range_for(args.model, args.layer))
+                  pixel_range=plan.pixel_range)
     if args.code is not None:
         code, meta = read_code(args.code)
         if (meta.get("model"), meta.get("layer")) != (rep.model, rep.layer):
@@ -219,9 +220,7 @@ def cmd_invert(args) -> int:
     for name, im in zip(names, shown):
         images.save_png(out / name, im)
     error = result.error.tolist()
-    result.save(out / "result", extra={
-        "error": error[0] if len(error) == 1 else error, "source": source,
-        "settings": result.provenance["settings"][0], "files": names + ["result.npz"]})
+    result.save(out / "result", extra={"source": source, "files": names + ["result.npz"]})
     errors = ", ".join(f"{e:.4f}" for e in error)
     print(f"{rep.label}: relative error {errors} in {result.time_s:.1f} s; wrote {out}/" + ", ".join(names)
           + " and result.json")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import CodeError, SettingsError
+from ..errors import CodeError, SettingsError
 
 SIGMA_227 = 27098.1157  # norm of a typical mean-subtracted 227x227x3 image (reference code)
 LAMBDA_L2 = 8e-10

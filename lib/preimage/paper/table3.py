@@ -7,7 +7,7 @@ small JSON under ``out/items/<layer>/lambda_tv_<λ>/<image>.json`` (plus a PNG w
 run skips the items already saved, so an interrupted run resumes where it stopped; a shard
 ``i/n`` takes every n-th item, and ``merge`` builds the table from whatever is saved.
 
-Two errors, labelled everywhere: the shallow protocol's §7 normalisation (``protocol.
+Two errors, labelled everywhere: the shallow protocol's §7 normalisation (``table1.
 normalised_errors``: ||Φ(x*) − Φ0||² over the mean squared pairwise distance among the reference
 codes of the whole set at that layer, recomputed by forward passes at merge time) and the plain
 relative error ||Φ(x*) − Φ0|| / ||Φ0||. The paper does not say which normalisation its Table 3 used.
@@ -26,17 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import images, presets, protocol, representations
-from .atomic import write_json
-from .errors import ImageError, PreimageError, SettingsError, UnknownNameError
-from .objective import Setting
-from .optimise import invert, resolve_device
-from .representations.base import weights_label
+from .. import images, representations
+from ..atomic import write_json
+from ..engine.objective import Setting
+from ..engine.optimise import invert, resolve_device
+from ..engine.results import record, weights_label
+from ..errors import ImageError, PreimageError, SettingsError, UnknownNameError
+from . import recipes, table1
 
 LAMBDA_TVS = (1.0, 10.0, 100.0)  # λ_Vβ = λ_TV / 2 = 0.5, 5, 50: Table 3's three rows
 PAPER_MODELS = ("alexnet", "caffenet")  # whose layer names are the paper's (CNN-A = CaffeNet)
 ITEM_FORMAT = "preimage-table3-item-1"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what protocol.load_set takes from a folder
 
 _PAPER_LAYERS = ["conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2", "norm2", "conv3", "relu3",
                  "conv4", "relu4", "conv5", "relu5", "pool5", "fc6", "relu6", "fc7", "relu7", "fc8"]
@@ -91,7 +91,7 @@ class Plan:
     rgb: torch.Tensor = field(repr=False)  # (N, 3, S, S), 0..255
     out: Path = Path("table3")
     profile: str = "paper"
-    iterations: int | None = None  # scales the schedule (like `invert --iters`); None: the profile's
+    iterations: int | None = None  # as everywhere (recipes.recipe); None: the profile's
     seed: int = 0
     device: str = "auto"
     batch_size: int | None = None
@@ -106,15 +106,14 @@ class Plan:
         """Every item, in a fixed order: layer, then λ, then image."""
         return [Item(layer, v, name) for layer in self.layers for v in self.lambda_tvs for name in self.names]
 
-    def schedule(self, layer: str) -> presets.Schedule:
-        base = presets.reference_schedule(self.model, layer)
-        return base.scaled(self.iterations) if self.iterations else presets.schedule_for(self.profile, base)
+    def recipe(self, layer: str, lambda_tv: float | None = None) -> recipes.Recipe:
+        return recipes.recipe(self.model, layer, profile=self.profile, iterations=self.iterations, lambda_tv=lambda_tv)
 
     def config(self, layer: str) -> dict:
         """What an item's numbers depend on; a saved item is reused only when its config matches."""
+        r = self.recipe(layer)
         return {"model": self.model, "weights": self.weights_name, "image_size": list(self.rgb.shape[2:]),
-                "schedule": self.schedule(layer).describe(), "pixel_range": presets.pixel_range_for(self.model, layer),
-                "seed": self.seed}
+                "schedule": r.schedule.describe(), "pixel_range": r.pixel_range, "seed": self.seed}
 
     def representation(self, layer: str):
         return representations.get(self.model, layer, self.weights, seed=self.seed)
@@ -136,23 +135,23 @@ def plan(sources=None, *, out: str | Path, model: str = "auto", weights: str | N
         model, weights = representations.resolve_auto()
     valid = [l.name for l in representations.layers(model)]
     if layers is None:
-        layers = [representations.get(model).layer] if model in presets.SHALLOW_MODELS else valid
+        layers = [representations.get(model).layer] if model in recipes.SHALLOW_MODELS else valid
     for layer in layers:
         if layer not in valid:
             raise UnknownNameError(f"{model} has no layer {layer!r}; valid layers: {', '.join(valid)}")
     if not layers:
         raise SettingsError("give at least one layer")
     lambda_tvs = tuple(float(Setting(lambda_tv=v).lambda_tv) for v in lambda_tvs)
-    presets.schedule_for(profile)  # checks the profile's name
+    recipes.recipe(model, layers[0], profile=profile)  # checks the profile's name
     for name, v in (("batch_size", batch_size), ("iterations", iterations), ("size", size)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise SettingsError(f"{name} must be a positive integer, not {v!r}")
     rep = representations.get(model, layers[0], weights, seed=seed)
     sources = list(images.shipped()) if sources is None else [sources] if isinstance(sources, (str, Path)) else sources
     for s in sources:
-        if Path(s).is_dir() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in Path(s).iterdir()):
-            raise ImageError(f"the folder {s} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    names, rgb = protocol.load_set(sources, rep.input_size or size)
+        if Path(s).is_dir() and not any(p.suffix.lower() in images.SUFFIXES for p in Path(s).iterdir()):
+            raise ImageError(f"the folder {s} holds no images ({', '.join(images.SUFFIXES)})")
+    names, rgb = table1.load_set(sources, rep.input_size or size)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ImageError(f"two images share the name {', '.join(twice)}; items are saved by name, so rename one")
@@ -180,15 +179,15 @@ def load_item(p: Plan, item: Item) -> dict | None:
     """The saved record of ``item``, or None; an item saved under other settings is an error."""
     path = item.path(p.out)
     try:
-        record = json.loads(path.read_text())
+        saved = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     expected = p.config(item.layer)
-    if record.get("config") != expected:
-        diff = [k for k in expected if record.get("config", {}).get(k) != expected[k]]
-        raise PreimageError(f"{path} was made with another {', '.join(diff)} ({record.get('config')}) than this "
+    if saved.get("config") != expected:
+        diff = [k for k in expected if saved.get("config", {}).get(k) != expected[k]]
+        raise PreimageError(f"{path} was made with another {', '.join(diff)} ({saved.get('config')}) than this "
                             f"run asks for ({expected}); use another --out, or delete {p.out} to start afresh")
-    return record
+    return saved
 
 
 def run(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] | None = print) -> list[Item]:
@@ -203,9 +202,9 @@ def run(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] | No
         for lo in range(0, len(group), p.batch_size or len(group)):
             batch = group[lo:lo + (p.batch_size or len(group))]
             x0 = p.inputs(rep, [it.image for it in batch])
-            result = invert(rep, x0, settings=Setting(lambda_tv=lambda_tv), schedule=p.schedule(layer),
-                            pixel_range=presets.pixel_range_for(p.model, layer), seed=p.seed, device=device,
-                            progress=p.progress)
+            r = p.recipe(layer, lambda_tv)
+            result = invert(rep, x0, settings=r.setting, schedule=r.schedule, pixel_range=r.pixel_range,
+                            seed=p.seed, device=device, progress=p.progress)
             save_items(p, rep, batch, x0.to(device), result, part)
             saved += batch
             if log:
@@ -229,48 +228,49 @@ def save_items(p: Plan, rep, batch: list[Item], x0: torch.Tensor, result, part: 
         if shown is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             images.save_png(path.with_suffix(".png"), shown[b])
-        write_json(path, {
-            "format": ITEM_FORMAT, "image": item.image, "layer": item.layer, "lambda_tv": item.lambda_tv,
-            "lambda_vbeta": item.lambda_tv / 2, "relative_error": float(np.sqrt(distance2[b]) / norm0[b]),
-            "distance2": float(distance2[b]), "reference_norm": float(norm0[b]),
-            "time_s": result.time_s / len(batch), "shard": list(part), "config": p.config(item.layer),
-            "png": path.with_suffix(".png").name if shown is not None else None,
-            "provenance": result.provenance})
+        relative = float(np.sqrt(distance2[b]) / norm0[b])
+        run = {**result.provenance, "time_s": result.time_s / len(batch), "error": [relative], "items": [[0, 0, 0]]}
+        write_json(path, record(
+            {item.layer: run}, kind="item", images=[item.image], profile=p.profile, format=ITEM_FORMAT,
+            image=item.image, layer=item.layer, lambda_tv=item.lambda_tv, lambda_vbeta=item.lambda_tv / 2,
+            relative_error=relative, distance2=float(distance2[b]), reference_norm=float(norm0[b]),
+            time_s=result.time_s / len(batch), shard=list(part), config=p.config(item.layer),
+            png=path.with_suffix(".png").name if shown is not None else None))
 
 
 @dataclass
 class Table:
-    """Per (layer, λ_TV) a ``protocol.Row`` over the images whose items are saved (errors: §7
+    """Per (layer, λ_TV) a ``table1.Row`` over the images whose items are saved (errors: §7
     normalisation, relative: plain relative error, both fractions), and the items still missing."""
 
     plan: Plan
-    rows: dict[tuple[str, float], protocol.Row]
+    rows: dict[tuple[str, float], table1.Row]
     missing: list[Item]
     records: dict[Item, dict] = field(repr=False)
 
     def images(self, layer: str, lambda_tv: float) -> list[str]:
         return [n for n in self.plan.names if Item(layer, lambda_tv, n) in self.records]
 
-    def provenance(self, **extra) -> dict:
-        """What a figure or table built from this records (model, weights, per layer settings ...)."""
-        p, per_layer = self.plan, {}
+    def provenance(self, profile: str | None = None, **extra) -> dict:
+        """The record of a figure or table built from this: per layer one run holding every λ's
+        setting, the items' summed time and their relative errors, and the devices they ran on."""
+        p, runs = self.plan, {}
         for layer in p.layers:
             recs = [r for it, r in self.records.items() if it.layer == layer]
             if recs:
-                per_layer[layer] = {
-                    "settings": [r["provenance"]["settings"][0] for r in
-                                 {r["lambda_tv"]: r for r in recs}.values()],
-                    "iterations": recs[0]["provenance"]["iterations"], "schedule": recs[0]["config"]["schedule"],
-                    "pixel_range": recs[0]["config"]["pixel_range"],
-                    "seed": p.seed, "time_s": round(sum(r["time_s"] for r in recs), 2),
-                    "devices": sorted({r["provenance"]["device"] for r in recs})}
-        return {**extra, "model": p.model, "weights": p.weights_label, "trained": p.trained, "images": p.names,
-                "image_size": list(p.rgb.shape[2:]), "lambda_tvs": list(p.lambda_tvs), "normalisation": NOTE,
-                "layers": per_layer, "missing": [f"{it.layer} λ_TV={it.lambda_tv:g} {it.image}" for it in self.missing],
-                "table": {f"{layer} λ_Vβ={v / 2:g}": {NORMALISED: [round(r.mean, 2), round(r.std, 2)],
-                                                      RELATIVE: [round(100 * r.relative.mean(), 2),
-                                                                 round(100 * r.relative.std(), 2)]}
-                          for (layer, v), r in self.rows.items() if len(r.errors)}}
+                first = recs[0]["runs"][layer]
+                runs[layer] = {**first, "settings": [r["runs"][layer]["settings"][0] for r in
+                                                     {r["lambda_tv"]: r for r in recs}.values()],
+                               "time_s": round(sum(r["time_s"] for r in recs), 2),
+                               "error": [r["relative_error"] for r in recs], "items": None,
+                               "device": ", ".join(sorted({r["runs"][layer]["device"] for r in recs}))}
+        return record(runs, kind="table", images=p.names, profile=profile or p.profile, **extra,
+                      image_size=list(p.rgb.shape[2:]), lambda_tvs=list(p.lambda_tvs), normalisation=NOTE,
+                      missing=[f"{it.layer} λ_TV={it.lambda_tv:g} {it.image}" for it in self.missing],
+                      table={f"{layer} λ_Vβ={v / 2:g}": {NORMALISED: [round(r.mean, 2), round(r.std, 2)],
+                                                         RELATIVE: [round(100 * r.relative.mean(), 2),
+                                                                    round(100 * r.relative.std(), 2)]}
+                             for (layer, v), r in self.rows.items() if len(r.errors)})
 
 
 def merge(p: Plan, log: Callable[[str], None] | None = print) -> Table:
@@ -297,7 +297,7 @@ def merge(p: Plan, log: Callable[[str], None] | None = print) -> Table:
     return Table(p, rows, missing, records)
 
 
-def _row(layer: str, lambda_tv: float, phi0: torch.Tensor, recs: list[dict | None], out: Path) -> protocol.Row:
+def _row(layer: str, lambda_tv: float, phi0: torch.Tensor, recs: list[dict | None], out: Path) -> table1.Row:
     """One cell: normalised_errors depends on Φ(x*) only through ||Φ(x*) − Φ0||, so Φ0 displaced by
     the saved distance along one axis stands in for Φ(x*); the scale uses every image of the set."""
     norms = phi0.norm(dim=1).cpu().numpy()
@@ -310,9 +310,9 @@ def _row(layer: str, lambda_tv: float, phi0: torch.Tensor, recs: list[dict | Non
     shift = torch.zeros_like(phi0)
     shift[present, 0] = torch.tensor([recs[i]["distance2"] for i in present], dtype=phi0.dtype,
                                      device=phi0.device).sqrt()
-    errors = protocol.normalised_errors(phi0 + shift, phi0)[present]
+    errors = table1.normalised_errors(phi0 + shift, phi0)[present]
     relative = np.array([recs[i]["relative_error"] for i in present])
-    return protocol.Row(f"{layer} λ_Vβ={lambda_tv / 2:g}", errors, relative,
+    return table1.Row(f"{layer} λ_Vβ={lambda_tv / 2:g}", errors, relative,
                         sum(recs[i]["time_s"] for i in present), np.empty(0))
 
 
@@ -430,7 +430,7 @@ def reconstructions(table: Table, image: str):
     """A grid of one image's saved PNGs: a row per λ_Vβ, a column per layer (needs ``png``)."""
     from PIL import Image
 
-    from .figures import grid
+    from ..figures import grid
 
     p = table.plan
     panels, titles = [], []
@@ -450,8 +450,8 @@ def write(table: Table, folder: str | Path, **extra) -> list[Path]:
     """``table3.csv``, ``table3.md`` and the plot (``table3.png/.pdf/.json`` with provenance), atomically."""
     import matplotlib.pyplot as plt
 
-    from .atomic import write_text
-    from .figures import save
+    from ..atomic import write_text
+    from ..figures import save
 
     folder = Path(folder)
     paths = [write_text(folder / "table3.csv", to_csv(table)), write_text(folder / "table3.md", to_markdown(table) + "\n")]

@@ -1,56 +1,20 @@
-"""The paper's recipes: learning-rate schedules, per-layer λ, and the quick profile."""
+"""The CVPR 2015 recipe: for a (model, layer, profile), the λ, schedule and pixel range the paper's
+protocol inverts with, and the figures' stand-in layers for networks other than CaffeNet.
+
+``recipe`` is the one place these are worked out; the CLI, the sweeps, the explorer, Table 3 and the
+notebooks all go through it.
+"""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from .errors import SettingsError
+from ..engine import optimise
+from ..engine.objective import Setting
+from ..engine.schedule import Schedule
+from ..errors import SettingsError, unknown
 
-
-@dataclass(frozen=True)
-class Schedule:
-    """Piecewise-constant learning rate: ``steps`` is ((rate, iterations), ...). Momentum
-    restarts from zero whenever the rate changes."""
-
-    steps: tuple[tuple[float, int], ...]
-
-    @property
-    def iterations(self) -> int:
-        return sum(n for _, n in self.steps)
-
-    def rates(self) -> list[float]:
-        return [rate for rate, n in self.steps for _ in range(n)]
-
-    def scaled(self, iterations: int) -> "Schedule":
-        """The same rates over ``iterations`` in total, each phase kept in proportion."""
-        if not isinstance(iterations, int) or iterations < 1:
-            raise SettingsError(f"iterations must be a positive integer, not {iterations!r}")
-        total, done, steps = self.iterations, 0, []
-        for i, (rate, n) in enumerate(self.steps):
-            end = round(iterations * sum(m for _, m in self.steps[:i + 1]) / total)
-            if end > done:
-                steps.append((rate, end - done))
-                done = end
-        return Schedule(tuple(steps))
-
-    def shortened(self, iterations: int) -> "Schedule":
-        """The same rates over ``iterations``: half at the first rate, where most of the progress
-        is made, the rest shared by the later rates. (Measured on AlexNet conv1, random weights:
-        100 iterations this way reach the error of the full 400, 0.16; ``scaled(100)`` reaches 0.26.)"""
-        if not isinstance(iterations, int) or iterations < len(self.steps):
-            raise SettingsError(f"iterations must be an integer >= {len(self.steps)}, not {iterations!r}")
-        first = iterations - (iterations // 2) if len(self.steps) > 1 else iterations
-        rest = self.steps[1:]
-        steps = [(self.steps[0][0], first)]
-        for i, (rate, _) in enumerate(rest):
-            share = (iterations - first) * (i + 1) // len(rest) - (iterations - first) * i // len(rest)
-            steps.append((rate, share))
-        return Schedule(tuple((r, n) for r, n in steps if n > 0))
-
-    def describe(self) -> list[list[float]]:
-        return [[rate, n] for rate, n in self.steps]
-
-
-# Reference code (experiment_cnn.m, experiment_shallow.m), rates for the normalised variable u.
+# The reference schedules (§3; experiment_cnn.m, experiment_shallow.m), rates for the normalised variable u.
 CNN = Schedule(((0.004, 100), (0.0004, 200), (0.00004, 100)))
 SHALLOW = Schedule(((0.004, 200), (0.0004, 200), (0.00004, 200), (0.000004, 200)))
 RECEPTIVE_FIELD = Schedule(((0.0004, 200), (0.00004, 200), (0.000004, 200)))
@@ -59,15 +23,6 @@ ADAM = Schedule(((0.05, 100), (0.005, 200), (0.0005, 100)))
 
 SHALLOW_MODELS = ("hog", "hogb", "dsift")
 
-
-def default_schedule(model: str, optimizer: str = "sgd") -> Schedule:
-    """The reference schedule for ``model``: SHALLOW for HOG/DSIFT, CNN otherwise (ADAM for Adam)."""
-    if optimizer == "adam":
-        return ADAM
-    return SHALLOW if model in SHALLOW_MODELS else CNN
-
-
-SCHEDULES = {"cnn": CNN, "shallow": SHALLOW, "receptive_field": RECEPTIVE_FIELD, "adam": ADAM}
 
 # Fig. 6: λ_TV by layer block (layers 1-6: 1, 7-12: 10, 13-20: 100 in CaffeNet's numbering).
 FIG6_LAMBDA_TV = {**dict.fromkeys(["conv1", "relu1", "pool1", "norm1", "conv2", "relu2"], 1.0),
@@ -94,19 +49,6 @@ def lambda_tv_for(model: str, layer: str | None) -> float:
 # Adam leaves the start noise in place (0.49-0.96).
 RATE_SCALE = {"efficientnet_lite0": dict.fromkeys(["stage6", "stage7", "head", "pool", "logits"], 0.25)}
 PIXEL_RANGE = {"efficientnet_lite0": set(RATE_SCALE["efficientnet_lite0"])}
-
-
-def pixel_range_for(model: str, layer: str | None) -> bool:
-    """Whether inversions at ``layer`` keep their iterates in 0..255 (not in the paper; see above)."""
-    return layer in PIXEL_RANGE.get(model, ())
-
-
-def reference_schedule(model: str, layer: str | None = None, schedule: Schedule | None = None) -> Schedule:
-    """``schedule`` (default: the model's reference schedule) with its rates scaled for
-    ``layer`` where ``RATE_SCALE`` says so."""
-    schedule = schedule or default_schedule(model)
-    factor = RATE_SCALE.get(model, {}).get(layer, 1.0)
-    return schedule if factor == 1.0 else Schedule(tuple((rate * factor, n) for rate, n in schedule.steps))
 
 
 # The layers a quick overview shows, per model (the paper's spirit: early, middle, late, output).
@@ -139,12 +81,56 @@ def paper_layer(model: str, name: str, layers: list[str]) -> tuple[str, str]:
     return other, f"{other} stands in for CaffeNet's {name}"
 
 
-PROFILES = {"quick": 100, "paper": None}  # iterations per inversion; None keeps the schedule's
+# Iterations per inversion in each profile; None keeps the schedule's own (see Schedule.with_iterations).
+PROFILES = {"quick": 100, "paper": None}
 
 
-def schedule_for(profile: str, schedule: Schedule = CNN) -> Schedule:
-    """``schedule`` as run in ``profile``: 'paper' keeps it, 'quick' shortens it for CPUs and CI."""
+@dataclass(frozen=True)
+class Recipe:
+    """How the paper inverts ``model`` at ``layer``: the ``setting`` (λ_TV of Fig. 6's block, the
+    other constants at their defaults), the ``schedule`` (the model's reference schedule, its
+    rates scaled where ``RATE_SCALE`` says, over the profile's iterations) and whether iterates
+    are kept in the valid pixels (``pixel_range``)."""
+
+    model: str
+    layer: str | None
+    profile: str
+    optimizer: str
+    setting: Setting
+    schedule: Schedule
+    pixel_range: bool
+
+    def describe(self) -> dict:
+        return {"recipe": "cvpr2015", "profile": self.profile, "optimizer": self.optimizer,
+                "lambda_tv": self.setting.lambda_tv, "schedule": self.schedule.describe(),
+                "pixel_range": self.pixel_range}
+
+
+def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations: int | None = None,
+           lambda_tv: float | None = None, optimizer: str = "sgd", schedule: Schedule | None = None) -> Recipe:
+    """The paper's recipe for ``layer`` of ``model``.
+
+    ``iterations`` N (default: the profile's, 100 for quick, the reference schedule's own for
+    paper) means one thing everywhere: the reference schedule when N is its length; fewer, half
+    of them at the first rate and the rest shared by the later rates; more, every phase stretched
+    in proportion (``Schedule.with_iterations``). ``lambda_tv``: default Fig. 6's value for the
+    layer. ``schedule``: another base schedule (Fig. 9's ``RECEPTIVE_FIELD``); default CNN, SHALLOW
+    for HOG/DSIFT, ADAM for Adam (not in the paper). The layer's rate scale applies to SGD only."""
     if profile not in PROFILES:
-        raise SettingsError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
-    n = PROFILES[profile]
-    return schedule if n is None else schedule.shortened(n)
+        raise unknown("profile", profile, PROFILES)
+    if optimizer not in optimise.OPTIMIZERS:
+        raise unknown("optimizer", optimizer, optimise.OPTIMIZERS)
+    base = schedule or (ADAM if optimizer == "adam" else SHALLOW if model in SHALLOW_MODELS else CNN)
+    if optimizer == "sgd":
+        base = base.times(RATE_SCALE.get(model, {}).get(layer, 1.0))
+    steps = base.with_iterations(iterations if iterations is not None else PROFILES[profile])
+    setting = Setting(lambda_tv=lambda_tv_for(model, layer) if lambda_tv is None else lambda_tv)
+    return Recipe(model, layer, profile, optimizer, setting, steps, layer in PIXEL_RANGE.get(model, ()))
+
+
+@functools.wraps(optimise.invert)
+def invert(representation, images=None, *, schedule: Schedule | None = None, optimizer: str = "sgd", **options):
+    # The public ``preimage.invert``: the engine's, with the paper's CNN schedule (ADAM for Adam)
+    # when none is given, so that the engine itself holds no paper constant.
+    default = ADAM if optimizer == "adam" else CNN
+    return optimise.invert(representation, images, schedule=schedule or default, optimizer=optimizer, **options)

@@ -1,5 +1,5 @@
-"""Caffe ``.caffemodel`` files (a binary protobuf ``NetParameter``) read and written without
-Caffe or protobuf, since the BVLC reference CaffeNet weights are published only in this format.
+"""Caffe ``.caffemodel`` files (a binary protobuf ``NetParameter``) read without Caffe or
+protobuf, since the BVLC reference CaffeNet weights are published only in this format.
 
 Only what weights need is decoded: the net name and, per layer, its name, type and parameter
 blobs; every other field is skipped. Both layer encodings are read: the old ``V1LayerParameter``
@@ -14,10 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import WeightsError
-
-CAFFENET_URL = "http://dl.caffe.berkeleyvision.org/bvlc_reference_caffenet.caffemodel"
+from ...errors import WeightsError
 
 # V1LayerParameter.LayerType, named as Caffe's UpgradeV1LayerType names them in LayerParameter.
 V1_TYPES = {
@@ -30,7 +27,6 @@ V1_TYPES = {
     31: "Threshold", 32: "DummyData", 33: "Slice", 34: "MVN", 35: "AbsVal", 36: "Silence",
     37: "ContrastiveLoss", 38: "Exp", 39: "Deconvolution",
 }
-_V1_NUMBERS = {name: number for number, name in V1_TYPES.items()}
 
 # (name, type, blobs) field numbers of V1LayerParameter and of LayerParameter.
 _V1_FIELDS = (4, 5, 6)
@@ -228,8 +224,7 @@ def read_caffemodel(path: str | Path) -> tuple[str, list[CaffeLayer]]:
     """The net name and the layers, in file order, of the .caffemodel at ``path``. Anything that
     is not a well-formed file raises WeightsError saying what is wrong, where, and what to do."""
     path = Path(path)
-    fix = (f"The file is corrupt, truncated or not a .caffemodel; re-download it (for CaffeNet: "
-           f"bvlc_reference_caffenet.caffemodel from {CAFFENET_URL})")
+    fix = "The file is corrupt, truncated or not a .caffemodel; re-download it from where it was published"
     try:
         buf = path.read_bytes()
     except OSError as e:
@@ -241,66 +236,3 @@ def read_caffemodel(path: str | Path) -> tuple[str, list[CaffeLayer]]:
     except _Malformed as e:
         raise WeightsError(f"{path} is not a valid Caffe .caffemodel: {e.what} (at byte "
                            f"{e.offset} of {len(buf)}). {fix}") from None
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
-
-
-def _message(number: int, parts: list[bytes]) -> list[bytes]:
-    """A length-delimited field around ``parts``, kept as a list so large blobs are not copied."""
-    return [_key(number, _BYTES) + _varint(sum(map(len, parts)))] + parts
-
-
-def _blob(array: np.ndarray, legacy_shape: bool, packed: bool) -> list[bytes]:
-    array = np.asarray(array, dtype="<f4")
-    if legacy_shape and array.ndim <= 4:  # Caffe pads legacy shapes on the left: bias 1x1x1xN
-        shape = (1,) * (4 - array.ndim) + array.shape
-        parts = [b"".join(_key(i + 1, _VARINT) + _varint(d) for i, d in enumerate(shape))]
-    elif packed:
-        parts = _message(7, _message(1, [b"".join(map(_varint, array.shape))]))
-    else:
-        parts = _message(7, [b"".join(_key(1, _VARINT) + _varint(d) for d in array.shape)])
-    values = array.ravel()
-    if packed:
-        return parts + _message(5, [values.tobytes()])
-    fields = np.empty((values.size, 5), np.uint8)
-    fields[:, 0] = _key(5, _FIXED32)[0]
-    fields[:, 1:] = values.view(np.uint8).reshape(-1, 4)
-    return parts + [fields.tobytes()]
-
-
-def write_caffemodel(path: str | Path, name: str, layers: list[CaffeLayer], v1: bool = True,
-                     legacy_shape: bool = True, packed: bool = True) -> Path:
-    """Write ``layers`` as a .caffemodel (for tests and examples): V1 layers with an enum type or
-    new-style layers; blobs of at most 4 dimensions with the legacy num/channels/height/width
-    fields (padded with leading 1s, as Caffe does) or all with a BlobShape; packed or unpacked
-    repeated fields."""
-    name_field, type_field, blobs_field = _V1_FIELDS if v1 else _NEW_FIELDS
-    parts = _message(1, [name.encode()])
-    for layer in layers:
-        body = _message(name_field, [layer.name.encode()])
-        if v1:
-            number = int(layer.type[3:]) if layer.type.startswith("V1:") else _V1_NUMBERS.get(layer.type)
-            if number is None:
-                raise ValueError(f"layer type {layer.type!r} has no V1 enum number")
-            body.append(_key(type_field, _VARINT) + _varint(number))
-        else:
-            body += _message(type_field, [layer.type.encode()])
-        for blob in layer.blobs:
-            body += _message(blobs_field, _blob(blob, legacy_shape, packed))
-        parts += _message(2 if v1 else 100, body)
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.writelines(parts)
-    return path

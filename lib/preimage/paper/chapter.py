@@ -1,0 +1,77 @@
+"""What every figure notebook sets up first: the network actually used (``auto`` resolved, said
+aloud), the layers standing in for the paper's names, where the figures go, and one call each to
+invert and to save a figure with its provenance record."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import figures, representations
+from ..engine.results import InversionResult, record
+from . import recipes, sweep
+
+
+@dataclass
+class Chapter:
+    """The setup of notebook ``name``: ``model`` and ``weights`` as resolved, the ``profile``,
+    the folder ``out`` its figures go to, and ``layers`` {the paper's layer name: the layer used}
+    with a note per stand-in (``stand_ins``)."""
+
+    name: str
+    model: str
+    weights: str | None
+    profile: str
+    out: Path
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    layers: dict[str, str] = field(default_factory=dict)
+    stand_ins: list[str] = field(default_factory=list)
+
+    @property
+    def quick(self) -> bool:
+        """The quick profile: 2 CPU cores and CI, so fewer images and restarts, same layers."""
+        return self.profile == "quick"
+
+    def layer_names(self) -> list[str]:
+        return [info.name for info in representations.layers(self.model)]
+
+    def invert(self, layers: list[str], images: list[str], **options) -> dict[str, InversionResult]:
+        """``sweep.invert_layers`` with this chapter's model, weights, profile, seed and device."""
+        options = {"weights": self.weights, "profile": self.profile, "seed": self.seed, "device": self.device,
+                   "progress": self.progress, **options}
+        return sweep.invert_layers(self.model, list(layers), list(images), **options)
+
+    def record(self, results: dict, **extra) -> dict:
+        """The provenance record of a figure made from ``results`` ({layer: InversionResult})."""
+        return record(results, kind="figure", profile=self.profile, stand_ins=self.stand_ins, **extra)
+
+    def save(self, fig, name: str, results_or_record: dict, **extra) -> list[Path]:
+        """Write ``out/name``.png, .pdf and .json; the JSON is ``record(results, **extra)``, or
+        the record given."""
+        rec = results_or_record if "schema" in results_or_record else self.record(results_or_record, **extra)
+        paths = figures.save(fig, self.out / name, rec)
+        print("wrote " + ", ".join(str(p) for p in paths))
+        return paths
+
+
+def chapter(name: str, *, model: str = "auto", weights: str | None = "auto", profile: str = "quick",
+            output_dir: str | Path = "../figures", seed: int = 0, device: str = "auto", progress: bool = True,
+            paper_layers: list[str] = ()) -> Chapter:
+    """Set up notebook ``name``: resolve ``model`` 'auto' (AlexNet with ImageNet weights where they
+    can be had, else the offline EfficientNet-Lite0, with a warning), check the profile, find the
+    layer standing in for each of ``paper_layers`` (CaffeNet's names), and print what was chosen."""
+    recipes.recipe(model, None, profile=profile)  # an unknown profile fails here
+    if model == "auto":
+        model, weights = representations.resolve_auto()
+    names = [info.name for info in representations.layers(model)]
+    layers, notes = {}, []
+    for paper_name in paper_layers:
+        layers[paper_name], note = recipes.paper_layer(model, paper_name, names)
+        if note:
+            notes.append(note)
+    print(f"model {model}, weights {weights}, profile {profile}")
+    for paper_name, layer in layers.items():
+        print(f"{paper_name} -> {layer}" + ("" if layer == paper_name else f"  ({layer} stands in for CaffeNet's "
+                                                                              f"{paper_name})"))
+    return Chapter(name, model, weights, profile, Path(output_dir) / name, seed, device, progress, layers, notes)
