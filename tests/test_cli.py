@@ -14,6 +14,12 @@ from preimage.apps.cli import main
 FAST = ["--weights", "random", "--iters", "20"]
 
 
+def _run(result: dict) -> dict:
+    """The one run of a result.json record."""
+    (run,) = result["runs"].values()
+    return run
+
+
 def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -36,8 +42,8 @@ def test_invert_writes_png_and_result_json(tmp_path, capsys):
     result = json.loads((out / "result.json").read_text())
     assert 0 < result["error"] < 1
     assert result["settings"]["lambda_tv"] == 1.0 and result["settings"]["lambda_vbeta"] == 0.5
-    assert result["time_s"] > 0
-    assert result["provenance"]["representation"]["trained"] is False
+    assert _run(result)["time_s"] > 0
+    assert _run(result)["representation"]["trained"] is False
     im = np.asarray(Image.open(out / "reconstruction.png"))
     assert im.shape == (227, 227, 3) and im.min() == 0 and im.max() == 255  # min-max stretched
     assert f"{result['error']:.4f}" in stdout
@@ -178,8 +184,8 @@ def test_shallow_models_from_the_command_line(tmp_path, capsys):
                        "--out", tmp_path / "hogb")
     assert code == 0, out
     result = json.loads((tmp_path / "hogb" / "result.json").read_text())
-    assert result["provenance"]["representation"]["layer"] == "hogb"  # the model's default layer
-    assert result["provenance"]["schedule"] == [list(s) for s in recipes.SHALLOW.scaled(30).steps]
+    assert _run(result)["representation"]["layer"] == "hogb"  # the model's default layer
+    assert _run(result)["schedule"] == [list(s) for s in recipes.SHALLOW.shortened(30).steps]
     assert 0 < result["error"] < 1
     assert np.asarray(Image.open(tmp_path / "hogb" / "reconstruction.png")).shape == (64, 64, 3)
     assert run(capsys, "encode", "coffee", "--model", "dsift", "--layer", "dsift8", "--out", tmp_path / "d.npz")[0] == 0
@@ -202,7 +208,7 @@ def test_model_auto_uses_the_offline_network_and_says_so(tmp_path, capsys):
         code, out, _ = run(capsys, "invert", "coffee", "--model", "auto", "--layer", "stem", "--iters", "5",
                            "--out", tmp_path)
     assert code == 0
-    rep = json.loads((tmp_path / "result.json").read_text())["provenance"]["representation"]
+    rep = _run(json.loads((tmp_path / "result.json").read_text()))["representation"]
     assert rep["model"] == "efficientnet_lite0" and rep["trained"] is True
     assert "efficientnet_lite0 stem (imagenet" in out
 
@@ -228,7 +234,7 @@ def test_any_torchvision_or_timm_model_by_node_name(tmp_path, capsys):
                          "--size", "64", *FAST, "--out", tmp_path / "r")
     assert code == 0, err
     result = json.loads((tmp_path / "r" / "result.json").read_text())
-    assert result["provenance"]["representation"]["model"] == "torchvision:resnet18"
+    assert _run(result)["representation"]["model"] == "torchvision:resnet18"
     code, _, err = run(capsys, "invert", "astronaut", "--model", "timm:resnet18", "--layer", "nolayer", *FAST,
                        "--out", tmp_path / "t")
     assert code == 2 and "layer1.0.conv1" in err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preimage import representations
+from preimage import check_record, representations
 from preimage.paper import recipes
 from preimage.errors import DivergenceError, ImageError
 from preimage.apps.explorer import UPLOAD, explore
@@ -46,9 +46,9 @@ def test_defaults_follow_the_model_and_layer():
     assert e.model.value == "efficientnet_lite0" and e.weights.value == "auto"
     assert representations.get(e.model.value, "stem", weights=e.weights.value).trained  # packaged weights
     assert e.layer.value == "stage2" and e.size.value == 224
-    assert e.iterations.value == recipes.schedule_for("quick").iterations == 100
+    assert e.iterations.value == recipes.recipe("efficientnet_lite0", "stage2", profile="quick").schedule.iterations == 100
     e.layer.value = "stage6"  # Fig. 6's block, λ_Vβ = λ_TV / 2 shown beside
-    assert e.lambda_tv.value == pytest.approx(recipes.lambda_tv_for("efficientnet_lite0", "stage6")) == 100
+    assert e.lambda_tv.value == pytest.approx(recipes.recipe("efficientnet_lite0", "stage6").setting.lambda_tv) == 100
     assert "50" in e.lambda_note.value
     e.model.value = "hog"  # new layer list, no weights to choose, the image at its own size
     assert list(e.layer.options) == ["hog", "hog31"] and e.layer.value == "hog"
@@ -79,8 +79,8 @@ def test_run_shows_the_reconstruction_the_curve_and_the_error(fast, tmp_path):
                            for x in (".png", ".pdf", ".json", "-result.npz", "-result.json"))
     assert all(p.stat().st_size > 0 for p in paths)
     record = json.loads((tmp_path / "out" / "efficientnet_lite0-stem-astronaut-tv2-b1p5-10it.json").read_text())
-    assert {"model", "weights", "profile", "written"} <= set(record) and record["trained"]
-    assert record["runs"]["stem"]["provenance"]["iterations_run"] == 10
+    assert check_record(record) == [] and record["trained"] and record["profile"] == "quick"
+    assert record["runs"]["stem"]["iterations_run"] == 10
     assert "saved" in fast.message
 
 

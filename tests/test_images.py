@@ -116,7 +116,7 @@ def test_shipped_lists_six_images():
     shipped = images.shipped()
     assert sorted(shipped) == ["astronaut", "chelsea", "coffee", "grace_hopper", "motorcycle_left", "rocket"]
     for name, path in shipped.items():
-        assert path.is_file() and path.parent == images.DATA_IMAGES and path.stem == name
+        assert path.is_file() and path.parent == images.data_file("images") and path.stem == name
         rgb, _ = images.load(name)
         assert rgb.dtype == np.uint8 and rgb.shape[2] == 3
 

@@ -7,6 +7,8 @@ import pytest
 
 import run_notebooks as notebooks
 
+from preimage import check_record
+
 BOOKS = notebooks.discover()
 
 
@@ -21,18 +23,14 @@ def test_notebook_runs_in_quick_profile(book: Path, tmp_path):
     assert written, f"{book.name} wrote no figure"
     for png in written:
         assert png.with_suffix(".pdf").stat().st_size > 0
-        record = json.loads(png.with_suffix(".json").read_text())
-        assert {"model", "weights", "profile", "written"} <= set(record)
-        for layer in record.get("layers", {}).values():  # figures made by sweep.provenance
-            assert layer["iterations"] > 0 and layer["seed"] is not None and layer["time_s"] > 0
-            assert all({"lambda_tv", "beta"} <= set(s) for s in layer["settings"])
-            assert record["trained"] or "untrained" in record["weights"]
-        runs = record.get("runs", {})
-        for run in runs.values():
-            prov = run["provenance"]
-            assert prov["representation"]["layer"] and prov["seed"] is not None
-            assert prov["iterations"] > 0 and "lambda_tv" in run["settings"][0] and "beta" in run["settings"][0]
-            if not prov["representation"]["trained"]:
+    for js in sorted((figures / book.stem).rglob("*.json")):  # figures, results and Table 3's items
+        record = json.loads(js.read_text())
+        assert check_record(record) == [], f"{js.relative_to(figures)}: {check_record(record)}"
+        assert record["profile"] == "quick" or js.parent.name == "items"
+        for run in record["runs"].values():
+            assert run["iterations"] > 0 and run["time_s"] >= 0 and run["seed"] is not None
+            assert all({"lambda_tv", "beta"} <= set(s) for s in run["settings"])
+            if not run["representation"]["trained"]:
                 # the tests run with an empty TORCH_HOME, so weights="auto" falls back to random
                 # weights, and the figure's record (whose label the titles use) must say so
                 assert "untrained" in record["weights"]

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from preimage import InversionResult, Progress, StopInversion, images, invert, representations
-from preimage.paper import recipes
-from preimage.errors import CodeError, DivergenceError, ImageError, SettingsError
+import preimage
+from preimage import InversionResult, Progress, Schedule, StopInversion, check_record, images, invert, representations
 from preimage.engine.objective import Objective, Setting, mask, sigma
 from preimage.engine.optimise import start_noise
-from preimage.paper.recipes import Schedule
+from preimage.errors import CodeError, DivergenceError, ImageError, SettingsError
+from preimage.paper import recipes
 
 SHORT = recipes.CNN.scaled(30)  # the paper's three phases over 30 iterations
 
@@ -38,8 +38,21 @@ def test_schedule_scaled_keeps_phases():
     assert SHORT.steps == ((0.004, 8), (0.0004, 14), (0.00004, 8))
     assert SHORT.iterations == 30
     assert recipes.CNN.iterations == 400 and recipes.CNN.rates()[99:101] == [0.004, 0.0004]
-    assert recipes.schedule_for("paper") == recipes.CNN
-    assert recipes.schedule_for("quick").iterations == 100
+    assert recipes.recipe("alexnet", "fc8", profile="paper").schedule == recipes.CNN
+    assert recipes.recipe("alexnet", "fc8", profile="quick").schedule == recipes.CNN.shortened(100)
+    assert recipes.recipe("alexnet", "fc8", iterations=100).schedule == recipes.CNN.shortened(100)
+
+
+def test_n_iterations_means_one_thing():
+    """The reference schedule at its own length, shortened below it (half at the first rate),
+    stretched in proportion above it; at least one iteration per phase."""
+    assert recipes.CNN.with_iterations(None) is recipes.CNN and recipes.CNN.with_iterations(400) is recipes.CNN
+    assert recipes.CNN.with_iterations(100).steps == ((0.004, 50), (0.0004, 25), (0.00004, 25))
+    assert recipes.CNN.with_iterations(800).steps == ((0.004, 200), (0.0004, 400), (0.00004, 200))
+    with pytest.raises(SettingsError, match=">= 3"):
+        recipes.CNN.with_iterations(2)
+    cli_like = recipes.recipe("hog", "hog", iterations=30).schedule
+    assert cli_like == recipes.SHALLOW.shortened(30) and cli_like.iterations == 30
 
 
 def test_batch_equals_one_by_one(linear_rep, small_images):
@@ -247,7 +260,8 @@ def test_result_save_load_round_trip(linear_rep, small_images, tmp_path):
     npz, js = result.save(tmp_path / "run")
     assert npz == tmp_path / "run.npz" and js == tmp_path / "run.json"
     meta = json.loads(js.read_text())
-    assert meta["error"] == pytest.approx(result.error.tolist())
+    assert check_record(meta) == [] and meta["kind"] == "result"
+    assert meta["runs"]["linear conv (fixed)"]["error"] == pytest.approx(result.error.tolist())
     back = InversionResult.load(tmp_path / "run")
     np.testing.assert_array_equal(back.x, result.x)
     np.testing.assert_array_equal(back.error, result.error)
@@ -351,8 +365,8 @@ def test_energies_start_at_objective_of_start_noise_and_provenance(linear_rep, s
     assert p["restarts"] == 2 and p["loss"] == "l2" and p["optimizer"] == "sgd" and p["momentum"] == 0.9
     assert p["device"].startswith("cpu") and p["image_size"] == [33, 33]
     assert p["versions"]["torch"] == torch.__version__ and "date" in p
-    assert result.time_s > 0 and result.summary()["time_s"] == result.time_s
-    json.dumps(result.summary())  # everything recorded is JSON-serialisable
+    assert result.time_s > 0 and result.run_record()["time_s"] == pytest.approx(result.time_s, abs=1e-3)
+    json.dumps(preimage.record({"run": result}, kind="result"))  # everything recorded is JSON-serialisable
 
 
 def test_other_losses_run(linear_rep, small_images):
@@ -392,7 +406,7 @@ def test_momentum_is_reset_when_the_rate_changes(linear_rep, small_images):
 def test_pixel_range_keeps_every_iterate_in_0_255(linear_rep, photo227):
     import preimage
     from preimage import images
-    from preimage.paper.recipes import Schedule
+    from preimage import Schedule
 
     rep = linear_rep()
     x0 = images.to_input(photo227[:65, :65], rep.mean)

@@ -1,11 +1,18 @@
 """The project's metadata agrees with itself: pyproject.toml and environment.yml list the same
-dependencies, and the notebooks are stored clean with a parameters cell."""
+dependencies, and the notebooks are stored clean with a parameters cell; a wheel installed outside
+the checkout finds its data and runs."""
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
+
+from preimage import check_record
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"pytorch": "torch"}  # conda package name -> PyPI name
@@ -42,3 +49,27 @@ def test_notebooks_are_stored_without_outputs_and_have_parameters():
         assert len(tagged) == 1, f"{book.name} needs exactly one cell tagged 'parameters'"
         for name in ("profile", "device", "output_dir", "seed", "progress"):
             assert re.search(rf"^{name}\s*=", "".join(tagged[0]["source"]), re.M), (book.name, name)
+
+
+@pytest.mark.slow
+def test_a_wheel_installed_outside_the_checkout_runs(tmp_path):
+    """Shipped images and the HOGgle dictionary are package data, found wherever it is installed."""
+    wheels, site, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    work.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+                   check=True, capture_output=True, cwd=work)
+    wheel = next(wheels.glob("preimage-*.whl"))
+    subprocess.run(pip + ["install", "--no-deps", "-q", "--target", str(site), str(wheel)], check=True,
+                   capture_output=True, cwd=work)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import preimage, preimage.paper.hoggle as h; "
+                            "print(preimage.__file__); print(h.PairedDictionary.load().cells)"],
+                           env=env, cwd=work, capture_output=True, text=True, check=True).stdout.split()
+    assert Path(where[0]).is_relative_to(site) and int(where[1]) > 0
+    out = subprocess.run([sys.executable, "-m", "preimage", "invert", "chelsea", "--model", "hog", "--size", "64",
+                          "--iters", "8", "--no-progress", "--out", "hog"], env=env, cwd=work,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    record = json.loads((work / "hog" / "result.json").read_text())
+    assert check_record(record) == [] and (work / "hog" / "reconstruction.png").is_file()

@@ -38,7 +38,7 @@ def test_hoggle_dictionary_round_trip(tiny_dictionary, tmp_path):
     e = hoggle.PairedDictionary.load(tmp_path / "d.npz")
     np.testing.assert_allclose(e.hog, d.hog, atol=1e-3)
     assert e.meta["atoms"] == 24
-    with pytest.raises(PreimageError, match="python -m preimage.hoggle"):
+    with pytest.raises(PreimageError, match="tools/train_hoggle.py"):
         hoggle.PairedDictionary.load(tmp_path / "missing.npz")
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preimage import figures
-from preimage.paper import recipes, sweep
-from preimage.errors import SettingsError
+import preimage
+from preimage import check_record, figures
 from preimage.engine.objective import Setting
+from preimage.errors import SettingsError, UnknownNameError
+from preimage.paper import recipes, sweep
 
 
 def test_invert_layers_batches_and_records_everything(tmp_path):
@@ -26,16 +27,21 @@ def test_invert_layers_batches_and_records_everything(tmp_path):
     r = results["hog"]
     assert r.x.shape == (2 * 2 * 2, 1, 64, 64) and r.provenance["iterations"] == 100
     assert r.provenance["images"] == ["astronaut", "coffee"] and (r.error < 0.5).all()
-    record = sweep.provenance(results, figure="test")
-    assert record["model"] == "hog" and record["figure"] == "test"
-    layer = record["layers"]["hog31"]
+    record = preimage.record(results, kind="figure", figure="test")
+    assert check_record(record) == [] and record["model"] == "hog" and record["figure"] == "test"
+    assert record["images"] == ["astronaut", "coffee"] and record["weights"] == "none (hand-designed)"
+    layer = record["runs"]["hog31"]
     assert [s["lambda_tv"] for s in layer["settings"]] == [1, 10] and layer["settings"][1]["beta"] == 1
     assert layer["seed"] == 0 and layer["iterations"] == 100 and len(layer["error"]) == 8
 
     panels, titles = figures.rows_of(results, columns="restart")
     assert len(panels) == 4 and all(len(row) == 3 for row in panels)  # original + 2 restarts
     assert titles[1][0] == "astronaut\nhog31" and titles[2][1].startswith("restart 1\nerror ")
-    np.testing.assert_allclose(panels[0][0], sweep.originals(r)[0])
+    np.testing.assert_allclose(panels[0][0], figures.originals(r)[0])
+    panels, titles = figures.per_layer(results, per_row=2, item=3)  # the original, then one per layer
+    assert [len(row) for row in panels] == [2, 1] and titles[0][0] == "astronaut"
+    assert titles[0][1] == f"hog (λ_TV 10)\nerror {results['hog'].error[3]:.3f}"
+    np.testing.assert_allclose(panels[1][0], results["hog31"].display()[3])
     panels, titles = figures.rows_of(results, columns="setting", column_titles={"hog": ["a", "b"], "hog31": ["c", "d"]})
     assert [t.split("\n")[0] for t in titles[3]] == ["coffee", "c", "d"]
     assert figures.rows_of(results, columns="setting")[1][0][2].startswith("λ_TV=10 β=1")
@@ -58,11 +64,15 @@ def presets_layers(model):
 
 
 def test_reference_schedule_scales_rates_only_where_measured_to_diverge():
-    assert recipes.reference_schedule("alexnet", "fc8") == recipes.CNN
-    assert recipes.reference_schedule("hog", "hog") == recipes.SHALLOW
-    slow = recipes.reference_schedule("efficientnet_lite0", "logits")
-    assert slow.steps == ((0.001, 100), (0.0001, 200), (0.00001, 100))
-    assert recipes.pixel_range_for("efficientnet_lite0", "logits") and not recipes.pixel_range_for("alexnet", "fc8")
-    assert recipes.reference_schedule("efficientnet_lite0", "stem") == recipes.CNN
-    fig9 = recipes.reference_schedule("efficientnet_lite0", "stage6", recipes.RECEPTIVE_FIELD)
+    recipe = recipes.recipe  # the profile "paper" keeps the reference schedules' own lengths
+    assert recipe("alexnet", "fc8").schedule == recipes.CNN and recipe("alexnet", "fc8").setting.lambda_tv == 100
+    assert recipe("hog", "hog").schedule == recipes.SHALLOW and recipe("alexnet", "conv1").setting.lambda_tv == 1
+    slow = recipe("efficientnet_lite0", "logits")
+    assert slow.schedule.steps == ((0.001, 100), (0.0001, 200), (0.00001, 100))
+    assert slow.pixel_range and not recipe("alexnet", "fc8").pixel_range
+    assert recipe("efficientnet_lite0", "stem").schedule == recipes.CNN
+    assert recipe("efficientnet_lite0", "logits", optimizer="adam").schedule == recipes.ADAM  # SGD's rates only
+    with pytest.raises(UnknownNameError, match="valid profiles: quick, paper"):
+        recipe("alexnet", "fc8", profile="fast")
+    fig9 = recipe("efficientnet_lite0", "stage6", schedule=recipes.RECEPTIVE_FIELD).schedule
     assert [r for r, _ in fig9.steps] == [0.0001, 0.00001, 0.000001]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from preimage import representations
+from preimage import check_record, representations
 from preimage.paper import table1, table3
 from preimage.apps.cli import main
 from preimage.errors import ImageError, PreimageError, SettingsError, UnknownNameError
@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     rep = representations.get("hog")
     x0 = p.inputs(rep, NAMES)
     for v in p.lambda_tvs:
-        result = invert(rep, x0, settings=Setting(lambda_tv=v), schedule=p.schedule("hog"), seed=0,
+        result = invert(rep, x0, settings=Setting(lambda_tv=v), schedule=p.recipe("hog").schedule, seed=0,
                         device="cpu", progress=False)
         with torch.no_grad():
             phi0, phi = rep(x0), rep(torch.as_tensor(result.x))
@@ -155,7 +155,7 @@ def cli(capsys, *argv):
 
 def test_cli_writes_the_table_with_the_papers_column(tmp_path, capsys):
     code, out, _ = cli(capsys, "table3", "astronaut", "chelsea", "--model", "caffenet", "--weights", "random",
-                       "--layers", "conv1", "--lambda-tv", "1", "--iters", "2", "--device", "cpu", "--out", tmp_path)
+                       "--layers", "conv1", "--lambda-tv", "1", "--iters", "3", "--device", "cpu", "--out", tmp_path)
     assert code == 0
     assert "| conv1 |" in out and "| 10.0 ± 5.0 |" in out and "§7 norm." in out
     (row,) = csv.DictReader(io.StringIO((tmp_path / "table3.csv").read_text()))
@@ -164,7 +164,8 @@ def test_cli_writes_the_table_with_the_papers_column(tmp_path, capsys):
     assert float(row["relative_mean_percent"]) > 0 and row["normalised_chelsea"]
     record = json.loads((tmp_path / "table3.json").read_text())
     assert record["model"] == "caffenet" and "untrained" in record["weights"] and record["profile"] == "paper"
-    assert record["layers"]["conv1"]["iterations"] == 2 and (tmp_path / "table3.png").stat().st_size > 0
+    assert check_record(record) == [] and record["runs"]["conv1"]["iterations"] == 3
+    assert (tmp_path / "table3.png").stat().st_size > 0
 
     code, _, err = cli(capsys, "table3", "--model", "hog", "--shard", "2of3", "--out", tmp_path / "x")
     assert code == 2 and err.startswith("error: a shard is I/N")

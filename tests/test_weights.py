@@ -2,6 +2,7 @@
 write themselves (nothing is ever downloaded)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -66,25 +67,26 @@ def test_fetch_returns_cached_file_with_matching_hash(torch_home):
     path = _cache(torch_home) / "tiny-0000.pth"
     torch.save(_tiny_state(), path)
     digest = _sha256(path)
-    spec = weights.WeightsFile("https://example.invalid/models/tiny-0000.pth", digest[:10])
+    spec = weights.Weights("https://example.invalid/models/tiny-0000.pth", digest[:10])
     assert spec.filename == "tiny-0000.pth"
     assert weights.fetch(spec) == path
-    assert weights.sha256(path) == digest
+    assert weights.file_digest(path) == digest
     state = weights.load_state_dict(weights.fetch(spec), Tiny())
     assert torch.equal(state["conv.weight"], _tiny_state()["conv.weight"])
 
 
 def test_from_url_takes_hash_prefix_from_file_name():
-    spec = weights.WeightsFile.from_url(REAL_URL)
+    spec = weights.Weights.from_url(REAL_URL)
     assert spec.sha256_prefix == "7be5be79" and spec.filename == "alexnet-owt-7be5be79.pth"
-    assert alexnet_mod.IMAGENET == spec
+    assert (alexnet_mod.IMAGENET.url, alexnet_mod.IMAGENET.sha256_prefix) == (spec.url, spec.sha256_prefix)
+    assert alexnet_mod.IMAGENET.input_size == 227 and len(alexnet_mod.IMAGENET.category_names()) == 1000
 
 
 def test_fetch_hash_mismatch(torch_home):
     path = _cache(torch_home) / "tiny-0000.pth"
     torch.save(_tiny_state(), path)
     wrong = "0123abcd" if not _sha256(path).startswith("0123abcd") else "fedc9876"
-    spec = weights.WeightsFile("https://example.invalid/models/tiny-0000.pth", wrong)
+    spec = weights.Weights("https://example.invalid/models/tiny-0000.pth", wrong)
     with pytest.raises(WeightsError) as e:
         weights.fetch(spec)
     msg = str(e.value)
@@ -95,7 +97,7 @@ def test_fetch_hash_mismatch(torch_home):
 
 @pytest.mark.parametrize("download", [None, False])
 def test_fetch_missing_file_offline_says_where_to_put_it(torch_home, download):
-    spec = weights.WeightsFile("https://example.invalid/models/tiny-abcdef.pth", "abcdef")
+    spec = weights.Weights("https://example.invalid/models/tiny-abcdef.pth", "abcdef")
     with pytest.raises(WeightsError) as e:
         weights.fetch(spec, download=download)
     msg = str(e.value)
@@ -118,7 +120,7 @@ def test_failed_download_reports_reason(torch_home, monkeypatch):
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", failing)
-    spec = weights.WeightsFile("https://example.invalid/models/tiny-abcdef.pth", "abcdef")
+    spec = weights.Weights("https://example.invalid/models/tiny-abcdef.pth", "abcdef")
     with pytest.raises(WeightsError, match="the download failed .ConnectionError: no route to host"):
         weights.fetch(spec, download=True)
 
@@ -200,7 +202,7 @@ def test_imagenet_weights_from_cache(torch_home, alexnet_file, monkeypatch, phot
     src, digest = alexnet_file
     cached = _cache(torch_home) / "alexnet-owt-7be5be79.pth"
     cached.symlink_to(src)
-    monkeypatch.setattr(alexnet_mod, "IMAGENET", weights.WeightsFile(REAL_URL, digest[:8]))
+    monkeypatch.setattr(alexnet_mod, "IMAGENET", dataclasses.replace(alexnet_mod.IMAGENET, sha256_prefix=digest[:8]))
     rep = representations.get("alexnet", "conv1", weights="imagenet")
     assert rep.trained and "imagenet" in rep.weights and "alexnet-owt-7be5be79.pth" in rep.weights
     assert "untrained" not in rep.label

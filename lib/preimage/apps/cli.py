@@ -220,7 +220,8 @@ def cmd_invert(args) -> int:
     for name, im in zip(names, shown):
         images.save_png(out / name, im)
     error = result.error.tolist()
-    result.save(out / "result", extra={"source": source, "files": names + ["result.npz"]})
+    result.save(out / "result", extra={"error": error[0] if len(error) == 1 else error, "source": source,
+                                       "settings": result.provenance["settings"][0], "files": names + ["result.npz"]})
     errors = ", ".join(f"{e:.4f}" for e in error)
     print(f"{rep.label}: relative error {errors} in {result.time_s:.1f} s; wrote {out}/" + ", ".join(names)
           + " and result.json")

@@ -143,7 +143,7 @@ class InversionResult:
 
     def run_record(self) -> dict:
         """This run as a record holds it: its provenance with its time, errors and items."""
-        return {**self.provenance, "time_s": round(float(self.time_s), 3),
+        return {**self.provenance, "time_s": float(self.time_s),
                 "error": [round(float(e), 6) for e in self.error], "items": self.items.tolist()}
 
     def save(self, stem: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
