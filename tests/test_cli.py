@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preimage.paper import recipes
+from preimage import check_record
 from preimage.apps.cli import main
+from preimage.paper import recipes
 
 FAST = ["--weights", "random", "--iters", "20"]
+
+
+def _result(path) -> dict:
+    """A result.json, checked against the provenance schema."""
+    result = json.loads(path.read_text())
+    assert check_record(result) == [], check_record(result)
+    return result
 
 
 def _run(result: dict) -> dict:
@@ -39,7 +47,8 @@ def test_invert_writes_png_and_result_json(tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, _ = run(capsys, "invert", "astronaut", "--layer", "conv1", *FAST, "--out", out)
     assert code == 0, stdout
-    result = json.loads((out / "result.json").read_text())
+    result = _result(out / "result.json")
+    assert check_record(result) == [] and result["kind"] == "result" and result["weights"].endswith("untrained")
     assert 0 < result["error"] < 1
     assert result["settings"]["lambda_tv"] == 1.0 and result["settings"]["lambda_vbeta"] == 0.5
     assert _run(result)["time_s"] > 0
@@ -54,7 +63,7 @@ def test_invert_restarts_write_one_png_each(tmp_path, capsys):
                      "--out", tmp_path)
     assert code == 0
     assert (tmp_path / "reconstruction_0.png").is_file() and (tmp_path / "reconstruction_1.png").is_file()
-    errors = json.loads((tmp_path / "result.json").read_text())["error"]
+    errors = _result(tmp_path / "result.json")["error"]
     assert len(errors) == 2 and errors[0] != errors[1]
 
 
@@ -67,8 +76,8 @@ def test_encode_then_invert_the_code(tmp_path, capsys):
         assert json.loads(str(z["meta"]))["image_size"] == [227, 227]
     assert run(capsys, "invert", "--code", code_file, "--layer", "conv1", *FAST, "--out", tmp_path / "a")[0] == 0
     assert run(capsys, "invert", "astronaut", "--layer", "conv1", *FAST, "--out", tmp_path / "b")[0] == 0
-    from_code = json.loads((tmp_path / "a" / "result.json").read_text())["error"]
-    from_image = json.loads((tmp_path / "b" / "result.json").read_text())["error"]
+    from_code = _result(tmp_path / "a" / "result.json")["error"]
+    from_image = _result(tmp_path / "b" / "result.json")["error"]
     assert from_code == pytest.approx(from_image, rel=1e-4)
 
 
@@ -183,7 +192,7 @@ def test_shallow_models_from_the_command_line(tmp_path, capsys):
     code, out, _ = run(capsys, "invert", "chelsea", "--model", "hogb", "--size", "64", "--iters", "30",
                        "--out", tmp_path / "hogb")
     assert code == 0, out
-    result = json.loads((tmp_path / "hogb" / "result.json").read_text())
+    result = _result(tmp_path / "hogb" / "result.json")
     assert _run(result)["representation"]["layer"] == "hogb"  # the model's default layer
     assert _run(result)["schedule"] == [list(s) for s in recipes.SHALLOW.shortened(30).steps]
     assert 0 < result["error"] < 1
@@ -208,7 +217,7 @@ def test_model_auto_uses_the_offline_network_and_says_so(tmp_path, capsys):
         code, out, _ = run(capsys, "invert", "coffee", "--model", "auto", "--layer", "stem", "--iters", "5",
                            "--out", tmp_path)
     assert code == 0
-    rep = _run(json.loads((tmp_path / "result.json").read_text()))["representation"]
+    rep = _run(_result(tmp_path / "result.json"))["representation"]
     assert rep["model"] == "efficientnet_lite0" and rep["trained"] is True
     assert "efficientnet_lite0 stem (imagenet" in out
 
@@ -233,7 +242,7 @@ def test_any_torchvision_or_timm_model_by_node_name(tmp_path, capsys):
     code, out, err = run(capsys, "invert", "astronaut", "--model", "torchvision:resnet18", "--layer", "layer1",
                          "--size", "64", *FAST, "--out", tmp_path / "r")
     assert code == 0, err
-    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    result = _result(tmp_path / "r" / "result.json")
     assert _run(result)["representation"]["model"] == "torchvision:resnet18"
     code, _, err = run(capsys, "invert", "astronaut", "--model", "timm:resnet18", "--layer", "nolayer", *FAST,
                        "--out", tmp_path / "t")

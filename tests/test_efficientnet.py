@@ -5,7 +5,6 @@ import torch
 
 import preimage
 from preimage import images, representations
-from preimage.paper import recipes
 from preimage.errors import UnknownNameError, WeightsError
 from preimage.representations import efficientnet
 
@@ -84,8 +83,8 @@ def test_stem_inverts_closely_and_a_deep_stage_less_so(photo227):
     for layer in ("stem", "stage4"):
         rep = representations.get("efficientnet_lite0", layer)
         x0 = images.to_input(rgb, rep.mean)
-        r = preimage.invert(rep, x0, settings=preimage.Setting(lambda_tv=recipes.lambda_tv_for(rep.model, layer)),
-                            schedule=recipes.schedule_for("quick"), device="cpu", progress=False)
+        recipe = preimage.recipe(rep.model, layer, profile="quick")
+        r = preimage.invert(rep, x0, settings=recipe.setting, schedule=recipe.schedule, device="cpu", progress=False)
         far[layer] = float(np.sqrt(((r.x[0] - x0[0].numpy()) ** 2).mean()))
         if layer == "stem":
             assert r.error[0] < 0.35

