@@ -30,9 +30,9 @@ import torch
 
 import preimage
 from preimage import images, representations
-from preimage.paper import recipes
 from preimage.engine.objective import Objective, mask
 from preimage.engine.optimise import pixel_bounds, start_noise
+from preimage.paper import recipes
 
 MODEL = "efficientnet_lite0"
 

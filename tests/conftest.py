@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import preimage
-from preimage.representations.receptive_field import Geometry
 from preimage.representations import Representation
 from preimage.representations.base import layer_table
+from preimage.representations.receptive_field import Geometry
 
 # The repository's tools (notebook runner, gallery) live beside the package, not in it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))

@@ -8,8 +8,15 @@ import numpy as np
 import scipy.io
 
 from preimage.atomic import atomic_path
-from preimage.representations.formats.caffemodel import (_BYTES, _FIXED32, _NEW_FIELDS, _V1_FIELDS, _VARINT,
-                                                         V1_TYPES, CaffeLayer)
+from preimage.representations.formats.caffemodel import (
+    _BYTES,
+    _FIXED32,
+    _NEW_FIELDS,
+    _V1_FIELDS,
+    _VARINT,
+    V1_TYPES,
+    CaffeLayer,
+)
 from preimage.representations.formats.matconvnet import MatConvNetModel
 
 _V1_NUMBERS = {name: number for number, name in V1_TYPES.items()}

@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from preimage import representations
-from preimage.representations import weights
 from model_file_writers import write_caffemodel, write_matconvnet
 
-from preimage.representations.formats.caffemodel import CaffeLayer
+from preimage import representations
 from preimage.errors import UnknownNameError, WeightsError
+from preimage.representations import caffenet, weights
+from preimage.representations.formats.caffemodel import CaffeLayer
 from preimage.representations.formats.matconvnet import MatConvNetLayer, MatConvNetModel
-from preimage.representations import caffenet
 
 SMALL = (8, 12, 10, 14, 6, 20, 16, 10)  # conv1..fc8 widths of a small network of the same shape
 PAPER_FIELDS = [11, 11, 19, 19, 51, 51, 67, 67, 99, 99, 131, 131, 163, 163, 195, 355, 355, 355, 355, 355]

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 
 import preimage
 from preimage.errors import ImageError, UnknownNameError
-from preimage.representations.receptive_field import Geometry
 from preimage.representations import dsift
+from preimage.representations.receptive_field import Geometry
 
 try:
     from cyvlfeat.sift import dsift as vl_dsift

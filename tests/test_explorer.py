@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from preimage import check_record, representations
-from preimage.paper import recipes
-from preimage.errors import DivergenceError, ImageError
 from preimage.apps.explorer import UPLOAD, explore
+from preimage.errors import DivergenceError, ImageError
+from preimage.paper import recipes
 
 
 def _png_bytes(size: int) -> bytes:

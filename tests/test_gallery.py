@@ -1,10 +1,9 @@
 """The README gallery is built from the figures and their provenance."""
 import json
 
+import gallery
 import numpy as np
 from PIL import Image
-
-import gallery
 
 
 def test_gallery_thumbnails_and_table(tmp_path):

@@ -2,18 +2,19 @@
 receptive fields from the graph checked against known values and the network's own gradients."""
 from __future__ import annotations
 
-import preimage
 import pytest
 import torch
 import torchvision
-from preimage import images
-from preimage.paper import recipes
-from preimage.errors import UnknownNameError, WeightsError
-from preimage.representations.receptive_field import ReceptiveField
-from preimage.representations import alexnet, generic
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torchvision.models.feature_extraction import get_graph_node_names
+
+import preimage
+from preimage import images
+from preimage.errors import UnknownNameError, WeightsError
+from preimage.paper import recipes
+from preimage.representations import alexnet, generic
+from preimage.representations.receptive_field import ReceptiveField
 
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, -1, 1, 1)
 

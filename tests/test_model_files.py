@@ -16,7 +16,6 @@ import scipy.io
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from model_file_writers import write_caffemodel, write_matconvnet
 
 from preimage.errors import WeightsError

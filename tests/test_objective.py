@@ -8,12 +8,22 @@ import pytest
 import torch
 from torch import nn
 
+from preimage.engine.objective import (
+    LAMBDA_L2,
+    SIGMA_227,
+    Objective,
+    Setting,
+    alpha_norm,
+    feature_loss,
+    mask,
+    relative_error,
+    sigma,
+    tv_beta,
+)
 from preimage.errors import CodeError, SettingsError
-from preimage.engine.objective import (LAMBDA_L2, SIGMA_227, Objective, Setting, alpha_norm, feature_loss,
-                                mask, relative_error, sigma, tv_beta)
-from preimage.representations.receptive_field import Geometry
 from preimage.representations import Representation
 from preimage.representations.base import layer_table
+from preimage.representations.receptive_field import Geometry
 
 
 def identity_rep(channels: int = 1) -> Representation:

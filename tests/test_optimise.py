@@ -405,8 +405,7 @@ def test_momentum_is_reset_when_the_rate_changes(linear_rep, small_images):
 
 def test_pixel_range_keeps_every_iterate_in_0_255(linear_rep, photo227):
     import preimage
-    from preimage import images
-    from preimage import Schedule
+    from preimage import Schedule, images
 
     rep = linear_rep()
     x0 = images.to_input(photo227[:65, :65], rep.mean)

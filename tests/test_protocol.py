@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from preimage import images, representations
-from preimage.paper import hoggle, table1
 from preimage.errors import PreimageError
+from preimage.paper import hoggle, table1
 
 
 def test_normalised_errors_on_a_hand_example():

@@ -115,8 +115,8 @@ def test_linear_conv_gradient_support_equals_field_box(linear_rep):
 
 
 def test_central_box_of_fig9():
-    from preimage.representations.receptive_field import central_box
     from preimage.representations import caffenet
+    from preimage.representations.receptive_field import central_box
 
     conv1 = caffenet.LAYERS[0].receptive_field  # 11 px, stride 4, first unit centred on pixel 5
     assert central_box(conv1, (55, 55), 5) == (25 * 4, 25 * 4, 29 * 4 + 11, 29 * 4 + 11)  # units 25..29

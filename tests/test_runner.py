@@ -7,7 +7,6 @@ import time
 
 import nbformat
 import pytest
-
 import run_notebooks as notebooks
 
 

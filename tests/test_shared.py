@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from preimage import representations
-from preimage.paper import recipes
-from preimage.errors import SettingsError, StopInversion
 from preimage.engine.objective import Setting
 from preimage.engine.optimise import invert, invert_at_layers
 from preimage.engine.shared import SharedTrunk, leaves, shareable
+from preimage.errors import SettingsError, StopInversion
+from preimage.paper import recipes
 
 EFFNET_LAYERS = ["stem", "stage1", "stage2"]
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from preimage import representations
-from preimage.paper import streams
 from preimage.engine.objective import mask
+from preimage.paper import streams
 
 
 def test_colour_split_separates_grey_from_colour_filters():

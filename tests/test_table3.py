@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from preimage import check_record, representations
-from preimage.paper import table1, table3
 from preimage.apps.cli import main
-from preimage.errors import ImageError, PreimageError, SettingsError, UnknownNameError
 from preimage.engine.objective import Setting
 from preimage.engine.optimise import invert
+from preimage.errors import ImageError, PreimageError, SettingsError, UnknownNameError
+from preimage.paper import table1, table3
 
 NAMES = ["astronaut", "chelsea", "coffee"]
 METHOD_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "method.md"

@@ -12,9 +12,9 @@ import torchvision
 from torch import nn
 
 from preimage import representations
-from preimage.representations import weights
 from preimage.errors import UnknownNameError, WeightsError
 from preimage.representations import alexnet as alexnet_mod
+from preimage.representations import weights
 
 REAL_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from PIL import Image
-
 from run_notebooks import FIGURES, ROOT
 
 from preimage.atomic import atomic_path

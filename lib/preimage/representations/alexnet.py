@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torchvision.models import AlexNet_Weights, alexnet
 
-from .weights import Weights, apply
-from .receptive_field import POINTWISE, Geometry
 from .base import Representation, find_layer, layer_table
+from .receptive_field import POINTWISE, Geometry
+from .weights import Weights, apply
 
 # input_size is the paper's; torchvision trained at 224, and pool5 is 6x6 for both
 IMAGENET = Weights.from_url(AlexNet_Weights.IMAGENET1K_V1.url, input_size=227)

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .weights import Weights, apply, checkpoint_dir, fetch, load_state_dict, file_digest
 from ..atomic import atomic_path
 from ..errors import WeightsError
-from .receptive_field import POINTWISE, Geometry
 from .base import Representation, find_layer, layer_table
+from .receptive_field import POINTWISE, Geometry
+from .weights import Weights, apply, checkpoint_dir, fetch, file_digest, load_state_dict
 
 # Caffe's ilsvrc_2012_mean averaged over pixels (its BGR order reversed); MatConvNet's average
 # image holds the same colour to within rounding. The network takes the pixels unscaled.

@@ -65,8 +65,8 @@ import torch
 from torch import nn
 
 from ..errors import ImageError
-from .receptive_field import Geometry, receptive_fields
 from .base import LayerInfo, Representation, find_layer
+from .receptive_field import Geometry, receptive_fields
 
 NUM_ORIENTATIONS = 8  # directed; the reference's numOrientations = 4 undirected
 NUM_BINS = 4  # spatial bins per side

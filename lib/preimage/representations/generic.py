@@ -40,11 +40,20 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torchvision.models import feature_extraction, get_model_weights
 from torchvision.ops import stochastic_depth
 
-from .weights import IMAGENET_MEAN, IMAGENET_STD, OFFLINE_ENV, Weights, apply, checkpoint_dir, downloads_allowed, random_init
 from ..errors import PreimageError, UnknownNameError, WeightsError, unknown
-from .receptive_field import Geometry, ReceptiveField
 from .alexnet import Normalise
 from .base import LayerInfo, Representation, find_layer
+from .receptive_field import Geometry, ReceptiveField
+from .weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OFFLINE_ENV,
+    Weights,
+    apply,
+    checkpoint_dir,
+    downloads_allowed,
+    random_init,
+)
 
 PREFIXES = ("torchvision:", "timm:")
 

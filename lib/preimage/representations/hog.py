@@ -86,8 +86,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ImageError
-from .receptive_field import Geometry, receptive_fields
 from .base import LayerInfo, Representation, find_layer
+from .receptive_field import Geometry, receptive_fields
 
 NO = 9  # undirected orientations
 CELL = 8  # cell size (pixels)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import SettingsError, UnknownNameError, WeightsError, unknown
-from .weights import Weights, checkpoint_dir, fetch
 from . import alexnet, caffenet, dsift, efficientnet, generic, hog
 from .base import LayerInfo, Representation
+from .weights import Weights, checkpoint_dir, fetch
 
 
 @dataclass(frozen=True)
