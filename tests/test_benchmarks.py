@@ -93,3 +93,11 @@ def test_convergence_study_writes_its_figure_and_table(tmp_path):
     assert (tmp_path / "convergence.png").stat().st_size > 0
     rows = [line for line in out.stdout.splitlines() if line.startswith("| astronaut")]
     assert len(rows) == 2 and "stem" in rows[0] and "hog" in rows[1]
+
+
+def test_the_import_cost_benchmark_measures_both_imports():
+    script = SPEED.parent / "import_cost.py"
+    out = subprocess.run([sys.executable, str(script), "--runs", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "import torch, torchvision" in out.stdout and "import preimage (after them)" in out.stdout
+    assert "heavy libraries imported by preimage: none" in out.stdout
