@@ -13,7 +13,7 @@ Layers in the spirit of the paper: ``stem`` (conv + BN + ReLU6), ``stage1`` … 
 Receptive fields follow the convolution path (the Lite variant has no squeeze-and-excitation,
 so nothing pools globally before ``pool``; a test checks stage1's field against the gradient).
 With the reference learning rate (0.004) the inversion diverges from ``stage6`` on (measured);
-``presets.RATE_SCALE`` lowers the rates there.
+``paper.recipes.RATE_SCALE`` lowers the rates there.
 """
 from __future__ import annotations
 
