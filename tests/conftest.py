@@ -65,3 +65,10 @@ def make_linear_rep(seed: int = 0) -> Representation:
 def linear_rep():
     """Factory: ``linear_rep(seed=0)`` builds the fixed linear representation."""
     return make_linear_rep
+
+
+@pytest.fixture(scope="session")
+def small_images():
+    """Two different 33x33 photos as (2, 3, 33, 33) mean-subtracted inputs of the linear rep."""
+    rgbs = [preimage.images.fit(preimage.images.load(name)[0], 33) for name in ("astronaut", "chelsea")]
+    return torch.cat([preimage.images.to_input(rgb, LINEAR_MEAN) for rgb in rgbs])

@@ -17,13 +17,6 @@ from preimage.paper import recipes
 SHORT = recipes.CNN.scaled(30)  # the paper's three phases over 30 iterations
 
 
-@pytest.fixture(scope="module")
-def small_images():
-    """Two different 33x33 photos as (2, 3, 33, 33) mean-subtracted inputs of the linear rep."""
-    rgbs = [images.fit(images.load(name)[0], 33) for name in ("astronaut", "chelsea")]
-    return torch.cat([images.to_input(rgb, (120.0, 120.0, 120.0)) for rgb in rgbs])
-
-
 def run(rep, x=None, **kw):
     kw.setdefault("progress", False)
     kw.setdefault("device", "cpu")

@@ -315,6 +315,15 @@ def test_unknown_layer_lists_valid_layers():
         assert name in msg
 
 
+def test_unknown_names_suggest_the_closest_matches():
+    with pytest.raises(UnknownNameError) as e:
+        representations.get("alexnet", "conv6", weights="random")
+    assert "unknown layer 'conv6' of alexnet; did you mean conv5, conv4, conv3?" in str(e.value)
+    assert "valid layers of alexnet: conv1, relu1" in str(e.value)
+    with pytest.raises(UnknownNameError, match="unknown model 'alexnt'; did you mean alexnet\\?"):
+        representations.layers("alexnt")
+
+
 def test_unknown_model_lists_valid_models():
     with pytest.raises(UnknownNameError, match="unknown model 'vgg99'; valid models: alexnet"):
         representations.get("vgg99", "conv1", weights="random")

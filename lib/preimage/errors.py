@@ -29,6 +29,10 @@ class CodeError(PreimageError):
     """A feature code file that does not fit the model, layer or image size."""
 
 
+class ResourceError(PreimageError):
+    """Work that would need more memory than the limit; the message gives the estimate and the limit."""
+
+
 class DivergenceError(PreimageError):
     """The optimisation produced NaN/Inf or its energy blew up."""
 
@@ -37,6 +41,13 @@ class StopInversion(Exception):
     """Raised by a progress callback to end an inversion early (the result keeps what was done)."""
 
 
-def unknown(kind: str, name, valid) -> UnknownNameError:
-    valid = list(valid)
-    return UnknownNameError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(map(str, valid))}")
+def unknown(kind: str, name, valid, of: str | None = None) -> UnknownNameError:
+    """'unknown layer 'conv6' of alexnet; did you mean conv5, conv4? valid layers of alexnet: ...'
+    (the closest matches first, when there are any)."""
+    import difflib
+
+    valid = [str(v) for v in valid]
+    where = f" of {of}" if of else ""
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}{where}{hint}; valid {kind}s{where}: {', '.join(valid)}")

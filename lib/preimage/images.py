@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import io
+import math
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -31,6 +32,11 @@ def resolve(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ImageError(f"{path} is a folder, not an image file; give the path of one image")
+    if path.is_symlink():
+        raise ImageError(f"{path} is a symbolic link that leads to no file (a loop, or a missing target); "
+                         f"give the path of the image itself")
     images = shipped()
     if str(name_or_path) in images:
         return images[str(name_or_path)]
@@ -53,7 +59,16 @@ def _read(source, name) -> tuple[np.ndarray, list[str]]:
     try:
         with Image.open(source) as im:
             im.load()
-            return to_rgb(im)
+            notes = []
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                notes.append(f"used the first of its {frames} frames")
+            orientation = im.getexif().get(0x0112, 1)  # the EXIF Orientation tag
+            if orientation not in (1, None):
+                im = ImageOps.exif_transpose(im)
+                notes.append(f"turned upright by its EXIF orientation ({orientation})")
+            rgb, converted = to_rgb(im)
+            return rgb, notes + converted
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read {name} as an image ({e}); use a PNG, JPEG, TIFF, BMP or "
                          f"another format Pillow reads") from None
@@ -61,7 +76,18 @@ def _read(source, name) -> tuple[np.ndarray, list[str]]:
 
 def to_rgb(im: Image.Image) -> tuple[np.ndarray, list[str]]:
     notes = []
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if im.mode == "F":  # floating point: by its range, whatever the scale it was saved in
+        a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ImageError("the image holds NaN or infinite values; save it without them")
+        lo, hi = float(a.min()), float(a.max())
+        if 0 <= lo and hi <= 1:
+            a, how = a * 255, "multiplying its 0..1 values by 255"
+        else:
+            a, how = (a - lo) / max(hi - lo, 1e-12) * 255, f"stretching its range {lo:g}..{hi:g} to 0..255"
+        notes.append(f"converted the floating-point image to 8 bits by {how}")
+        im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+    elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         notes.append(f"converted {im.mode} (high bit depth) to 8 bits by dividing by {top / 255:g}")
@@ -107,6 +133,30 @@ def load_many(names: list[str], size: int | tuple[int, int] | None) -> tuple[np.
         notes += [f"{name}: {n}" for n in found]
         rgbs.append(fit(rgb, size))
     return np.stack(rgbs), notes
+
+
+MAX_UPSCALE = 4.0  # more than this, and the image is refused unless a size is asked for explicitly
+
+
+def check_scale(shape: tuple[int, int], size: int | tuple[int, int] | None, least: int, what: str,
+                explicit: bool) -> list[str]:
+    """Refuse a source image that is smaller than ``least`` (the layer's receptive field) where it
+    is inverted as it is, or that fitting to the default ``size`` would enlarge more than
+    ``MAX_UPSCALE`` times; with a size asked for (``explicit``) the enlargement is only noted."""
+    h, w = shape
+    if size is None:
+        if min(h, w) < least:
+            raise ImageError(f"a {h}x{w} image is smaller than the receptive field of {what} ({least} px); "
+                             f"use a larger image, --size N to resize it, or an earlier layer")
+        return []
+    th, tw = (size, size) if isinstance(size, int) else size
+    factor = max(th / h, tw / w) if min(h, w) > 0 else math.inf
+    if factor <= MAX_UPSCALE:
+        return []
+    if not explicit:
+        raise ImageError(f"a {h}x{w} image would be enlarged {factor:.0f}x to {th}x{tw} for {what}; use a "
+                         f"larger image, or ask for the size explicitly (--size {th}) to enlarge it anyway")
+    return [f"enlarged {factor:.1f}x from {h}x{w} to {th}x{tw}, as asked"]
 
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # MATLAB's rgb2gray, as the reference code used

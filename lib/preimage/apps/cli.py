@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from .. import images, representations
-from ..atomic import atomic_path
+from ..atomic import atomic_folder, atomic_path
+from ..engine import budget
 from ..engine.objective import Setting
-from ..engine.optimise import OPTIMIZERS, invert
+from ..engine.optimise import OPTIMIZERS, invert, resolve_device
 from ..errors import CodeError, PreimageError, SettingsError
 from ..paper import recipes, table3
 from ..representations.weights import checkpoint_dir
@@ -28,6 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     except PreimageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {_interrupted(args)}", file=sys.stderr)
+        return 130
+
+
+def _interrupted(args) -> str:
+    """What an interrupted command left: nothing, or the Table 3 items saved so far."""
+    if args.command == "table3" and (args.out / "items").is_dir():
+        saved = sum(1 for _ in (args.out / "items").rglob("*.json"))
+        return f"{saved} items saved in {args.out / 'items'}, run again to resume"
+    return "nothing written"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     inv.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     inv.add_argument("--seed", type=int, default=0, help="seed of the random starts (and of random weights)")
+    inv.add_argument("--memory-limit", default=None, metavar="SIZE",
+                     help="most memory the run may take, e.g. 8G (default: $PREIMAGE_MEMORY_LIMIT, else 75%% of "
+                          "the memory available); larger runs are split into batches or refused")
     inv.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
     inv.add_argument("--out", required=True, type=Path, help="folder for the PNGs, result.json and result.npz")
     inv.set_defaults(run=cmd_invert)
@@ -90,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     tab.add_argument("--iters", type=int, default=None, help="iterations, as for invert (overrides --profile)")
     tab.add_argument("--batch-size", type=int, default=None, help="images inverted at once (default: all pending of a layer and λ)")
     tab.add_argument("--seed", type=int, default=0)
+    tab.add_argument("--memory-limit", default=None, metavar="SIZE", help="as for invert")
     tab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tab.add_argument("--shard", default=None, metavar="I/N", help="run only the I-th of N shares of the items (0-based)")
     tab.add_argument("--merge", action="store_true", help="only build the table from the saved items, and list missing ones")
@@ -131,17 +147,23 @@ def cmd_weights(args) -> int:
     return 0
 
 
-def _load_image(args, rep) -> tuple[torch.Tensor, np.ndarray]:
+def _load_image(args, rep, iterations: int = 1) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """The image fitted to --size (default: the model's input size), and the notes on how; a size
+    whose inversion could not fit in memory is refused before the image is resized."""
+    if args.size is not None and args.size < 1:
+        raise SettingsError(f"--size must be a positive number of pixels, not {args.size}")
     rgb, notes = images.load(args.image)
-    for note in notes:
-        print(f"note: {args.image}: {note}", file=sys.stderr)
-    size = args.size or rep.input_size
+    size = args.size if args.size is not None else rep.input_size
+    side = (size, size) if size is not None else rgb.shape[:2]
+    budget.batch_size(rep, (rep.in_channels, *side), 1, iterations, resolve_device(getattr(args, "device", "auto")),
+                      memory_limit=getattr(args, "memory_limit", None))
+    notes += images.check_scale(rgb.shape[:2], size, rep.min_image_size(), rep.label, explicit=args.size is not None)
     if size is not None:
-        if size < 1:
-            raise SettingsError(f"--size must be positive, not {size}")
         rgb = images.fit(rgb, size, args.fit)
     rep.check_image_size(*rgb.shape[:2])
-    return images.to_input(rgb, rep.mean), rgb
+    for note in notes:
+        print(f"note: {args.image}: {note}", file=sys.stderr)
+    return images.to_input(rgb, rep.mean), rgb, notes
 
 
 def _writable_dir(folder: Path) -> Path:
@@ -157,9 +179,11 @@ def _writable_dir(folder: Path) -> Path:
 def cmd_encode(args) -> int:
     if args.out.suffix != ".npz":
         raise PreimageError(f"--out must name a .npz file, not {args.out}")
+    if args.out.is_dir():
+        raise PreimageError(f"--out {args.out} is a folder; name a .npz file to write, e.g. {args.out / 'code.npz'}")
     _writable_dir(args.out.parent if str(args.out.parent) else Path("."))
     rep = representations.get(args.model, args.layer, args.weights, seed=0)
-    x, rgb = _load_image(args, rep)
+    x, rgb, _ = _load_image(args, rep)
     with torch.no_grad():
         code = rep(x).numpy()
     meta = {"format": CODE_FORMAT, "image": str(args.image), "image_size": list(rgb.shape[:2]),
@@ -172,7 +196,10 @@ def cmd_encode(args) -> int:
 
 
 def read_code(path: Path) -> tuple[np.ndarray, dict]:
-    """The code array (N, ...) and its metadata from a file written by ``encode``."""
+    """The code array (N, ...) and its metadata from a file written by ``encode``, checked: a
+    mapping with this format and an image size of two positive integers, a real floating-point
+    code of at least one item."""
+    again = "write it again with `python -m preimage encode`"
     try:
         with np.load(path, allow_pickle=False) as z:
             code, meta = z["code"], json.loads(str(z["meta"]))
@@ -181,8 +208,16 @@ def read_code(path: Path) -> tuple[np.ndarray, dict]:
     except Exception as e:
         raise CodeError(f"cannot read {path} as a code file written by `python -m preimage encode` "
                         f"({type(e).__name__}: {e})") from None
-    if meta.get("format") != CODE_FORMAT:
-        raise CodeError(f"{path} is not a code file of format {CODE_FORMAT}")
+    if not isinstance(meta, dict) or meta.get("format") != CODE_FORMAT:
+        raise CodeError(f"{path} is not a code file of format {CODE_FORMAT}; {again}")
+    size = meta.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise CodeError(f"{path} gives the image size {size!r}, not two positive integers; {again}")
+    if code.dtype.kind != "f":
+        raise CodeError(f"{path} holds a code of {code.dtype} values, not real floating point; {again}")
+    if code.ndim < 2 or code.shape[0] == 0:
+        raise CodeError(f"{path} holds a code of shape {code.shape}, not a batch of one or more codes; {again}")
     return code, meta
 
 
@@ -195,11 +230,10 @@ def cmd_invert(args) -> int:
                           optimizer=args.optimizer)
     setting = Setting(lambda_tv=plan.setting.lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
                       neigh=args.neigh, group=args.group)
-    out = _writable_dir(args.out)
     rep = representations.get(args.model, args.layer, args.weights, seed=args.seed)
     common = dict(settings=setting, restarts=args.restarts, loss=args.loss, schedule=plan.schedule,
                   optimizer=args.optimizer, seed=args.seed, device=args.device, progress=args.progress,
-                  pixel_range=plan.pixel_range)
+                  pixel_range=plan.pixel_range, memory_limit=args.memory_limit)
     if args.code is not None:
         code, meta = read_code(args.code)
         if (meta.get("model"), meta.get("layer")) != (rep.model, rep.layer):
@@ -208,24 +242,38 @@ def cmd_invert(args) -> int:
         if meta.get("weights") != rep.weights:
             print(f"warning: the code was computed with weights {meta.get('weights')}, the inversion uses "
                   f"{rep.weights}", file=sys.stderr)
-        result = invert(rep, codes=torch.from_numpy(code), image_size=tuple(meta["image_size"]), **common)
-        source = str(args.code)
+        with _output_folder(args.out) as out:
+            result = invert(rep, codes=torch.from_numpy(code), image_size=tuple(meta["image_size"]), **common)
+            names = _write_result(out, result, {"source": str(args.code)})
     else:
-        x, _ = _load_image(args, rep)
-        result = invert(rep, x, **common)
-        source = str(args.image)
+        x, _, notes = _load_image(args, rep, plan.schedule.iterations)
+        with _output_folder(args.out) as out:
+            result = invert(rep, x, **common)
+            names = _write_result(out, result, {"source": str(args.image), "image_notes": notes})
+    errors = ", ".join(f"{e:.4f}" for e in result.error)
+    print(f"{rep.label}: relative error {errors} in {result.time_s:.1f} s; wrote {args.out}/" + ", ".join(names)
+          + " and result.json")
+    return 0
 
+
+def _output_folder(folder: Path):
+    """``atomic_folder(folder)``, with a folder that cannot be written said in one line."""
+    if folder.exists() and not folder.is_dir():
+        raise PreimageError(f"--out {folder} is a file; name a folder to write the result into")
+    _writable_dir(folder.parent if str(folder.parent) else Path("."))
+    return atomic_folder(folder)
+
+
+def _write_result(out: Path, result, extra: dict) -> list[str]:
+    """The PNGs (one per restart), result.npz and result.json of an inversion, into ``out``."""
     shown = result.display()
     names = ["reconstruction.png"] if len(shown) == 1 else [f"reconstruction_{r}.png" for r in range(len(shown))]
     for name, im in zip(names, shown):
         images.save_png(out / name, im)
     error = result.error.tolist()
-    result.save(out / "result", extra={"error": error[0] if len(error) == 1 else error, "source": source,
+    result.save(out / "result", extra={"error": error[0] if len(error) == 1 else error, **extra,
                                        "settings": result.provenance["settings"][0], "files": names + ["result.npz"]})
-    errors = ", ".join(f"{e:.4f}" for e in error)
-    print(f"{rep.label}: relative error {errors} in {result.time_s:.1f} s; wrote {out}/" + ", ".join(names)
-          + " and result.json")
-    return 0
+    return names
 
 
 def cmd_table3(args) -> int:
@@ -235,7 +283,7 @@ def cmd_table3(args) -> int:
     plan = table3.plan(args.images or None, out=_writable_dir(args.out), model=args.model, weights=args.weights,
                        layers=args.layers, lambda_tvs=args.lambda_tv, size=args.size, profile=args.profile,
                        iterations=args.iters, seed=args.seed, device=args.device, batch_size=args.batch_size,
-                       png=args.png, progress=args.progress)
+                       png=args.png, progress=args.progress, memory_limit=args.memory_limit)
     table = table3.launch(plan, part, merge_only=args.merge, log=lambda m: print(m, file=sys.stderr, flush=True))
     if table is not None:
         paths = table3.write(table, args.out, profile=args.profile)

@@ -6,19 +6,21 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from ..errors import CodeError, DivergenceError, SettingsError, StopInversion
+from . import budget
 from .objective import Objective, Setting, mask, sigma
 from .results import TERMS, InversionResult, describe_run
 from .schedule import Schedule
 
 MOMENTUM = 0.9
 PIXEL_RMS = 68.9  # Adam works on x / PIXEL_RMS so that its rates are in units of a typical pixel
+RECORD_BLOCK = 1024  # energy-record rows allocated at a time
 BLOW_UP = 1e4  # energy this many times its start (and above 1e3) counts as divergence
 OPTIMIZERS = ("sgd", "adam")
 
@@ -65,12 +67,24 @@ class RunOptions:
     callback: Callable[[Progress], None] | None = None
     every: int = 10
     batch_size: int | None = None
+    memory_limit: int | str | None = None
 
     def __post_init__(self):
+        check_seed(self.seed)
         if self.optimizer not in OPTIMIZERS:
             raise SettingsError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
         if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
             raise SettingsError(f"restarts must be a positive integer, not {self.restarts!r}")
+
+
+MAX_SEED = 2 ** 63 - 1  # what both numpy's SeedSequence and torch.manual_seed take
+
+
+def check_seed(seed) -> int:
+    """``seed`` when it is an integer the random generators take, else a SettingsError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise SettingsError(f"seed must be an integer from 0 to 2**63 - 1, not {seed!r}")
+    return int(seed)
 
 
 class Chunk(NamedTuple):
@@ -87,7 +101,8 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
            restarts: int = 1, loss: str = "l2", schedule: Schedule | None = None,
            optimizer: str = "sgd", seed: int = 0, device: str | torch.device = "auto",
            progress: bool = True, callback: Callable[[Progress], None] | None = None,
-           every: int = 10, batch_size: int | None = None, pixel_range: bool = False) -> InversionResult:
+           every: int = 10, batch_size: int | None = None, pixel_range: bool = False,
+           memory_limit: int | str | None = None) -> InversionResult:
     """Reconstruct images from their codes at ``representation``'s layer.
 
     Give ``images`` (N, C, H, W), mean-subtracted pixels, or ``codes`` (N, *code shape) with the
@@ -101,13 +116,20 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     networks whose input gradient concentrates on a few pixels, which then run away until the
     α-norm overflows (measured on EfficientNet-Lite0's last layers).
 
+    Before anything large is allocated, the memory the run needs is estimated (``budget``) against
+    ``memory_limit`` (bytes or "8G"; default: $PREIMAGE_MEMORY_LIMIT, else 75 % of the memory
+    available): a run that fits in smaller batches is split into them, one that cannot fit is
+    refused with a ResourceError that gives the estimate and the limit.
+
     The engine holds no paper constant, so ``schedule`` must be given here; ``preimage.invert``
     defaults it to the paper's (``preimage.recipe(model, layer).schedule`` gives a layer's).
     """
     options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
-                         batch_size)
+                         batch_size, memory_limit)
     rep = representation.to(options.device)
-    shape, targets = _targets(rep, images, codes, image_size, options.device)
+    shape, count = _shape(rep, images, codes, image_size)
+    options = _budgeted(options, [rep], shape, count * _count(settings) * restarts, [schedule])
+    targets = _targets(rep, images, codes, shape, options)
     return _run([rep], [targets], [settings], shape, [schedule], [pixel_range], options)[0]
 
 
@@ -117,7 +139,8 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
                      optimizer: str = "sgd", seed: int = 0, device: str | torch.device = "auto",
                      progress: bool = True, callback: Callable[[Progress], None] | None = None,
                      every: int = 10, batch_size: int | None = None,
-                     pixel_range: list[bool] | bool = False) -> list[InversionResult]:
+                     pixel_range: list[bool] | bool = False,
+                     memory_limit: int | str | None = None) -> list[InversionResult]:
     """``invert`` at several layers of one network at once: one result per representation, each
     as ``invert`` would give it (same starts, same settings), computed in one batch that shares
     the network's forward and backward passes (``representations.shared.SharedTrunk``).
@@ -133,13 +156,12 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
         raise SettingsError(f"give one settings, schedule and pixel_range per layer ({len(representations)}), "
                             f"or one for all")
     options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
-                         batch_size)
+                         batch_size, memory_limit)
     reps = [rep.to(options.device) for rep in representations]
     trunk = SharedTrunk(reps) if len(reps) > 1 else None
-    shape, targets = None, []
-    for rep in reps:
-        shape, t = _targets(rep, images, None, None, options.device)
-        targets.append(t)
+    shape, count = _shape(reps[0], images, None, None)
+    options = _budgeted(options, reps, shape, count * sum(_count(s) for s in settings) * restarts, schedules)
+    targets = [_targets(rep, images, None, shape, options) for rep in reps]
     return _run(reps, targets, settings, shape, schedules, pixel_range, options, trunk)
 
 
@@ -147,8 +169,6 @@ def _run(reps, targets, settings, shape, schedules, pixel_ranges, options: RunOp
          trunk=None) -> list[InversionResult]:
     """Invert ``targets[g]`` at ``reps[g]`` under ``settings[g]``, ``schedules[g]`` and
     ``pixel_ranges[g]`` for every layer g in one run."""
-    if any(sch is None for sch in schedules):
-        raise SettingsError("give a schedule: preimage.recipe(model, layer).schedule is the paper's")
     restarts, device, batch_size = options.restarts, options.device, options.batch_size
     schedule, rate_scales = _common_schedule(schedules, options.optimizer, reps)
     settings = [[s] if isinstance(s, Setting) else list(s) for s in settings]
@@ -212,15 +232,15 @@ def _run(reps, targets, settings, shape, schedules, pixel_ranges, options: RunOp
 
 def _common_schedule(schedules: list[Schedule], optimizer: str, reps) -> tuple[Schedule, list[float] | None]:
     """The first schedule and each layer's factor on its rates (None when all are 1)."""
-    base = np.array(schedules[0].rates())
+    base = schedules[0]
     factors = []
     for sch, rep in zip(schedules, reps):
-        rates = np.array(sch.rates())
-        ratio = rates / base if len(rates) == len(base) else None
-        if ratio is None or not np.allclose(ratio, ratio[0], rtol=1e-9):
+        ratios = [r / b for (r, _), (b, _) in zip(sch.steps, base.steps)]
+        same_phases = [n for _, n in sch.steps] == [n for _, n in base.steps]
+        if not same_phases or not np.allclose(ratios, ratios[0], rtol=1e-9):
             raise SettingsError(f"the schedule of {rep.layer} is not the schedule of {reps[0].layer} with its "
                                 f"rates scaled, so they cannot run together; invert them one at a time")
-        factors.append(float(ratio[0]))
+        factors.append(float(ratios[0]))
     if all(f == 1.0 for f in factors):
         return schedules[0], None
     if optimizer != "sgd":
@@ -229,20 +249,63 @@ def _common_schedule(schedules: list[Schedule], optimizer: str, reps) -> tuple[S
     return schedules[0], factors
 
 
-def _targets(rep, images, codes, image_size, device):
+def _count(settings) -> int:
+    return 1 if isinstance(settings, Setting) else len(settings)
+
+
+def _shape(rep, images, codes, image_size) -> tuple[tuple[int, int, int], int]:
+    """The (C, H, W) of the images to reconstruct and how many there are, checked, before
+    anything is computed."""
     if (images is None) == (codes is None):
         raise SettingsError("give either images or codes to invert")
     if images is not None:
+        if not torch.is_tensor(images) and np.asarray(images).dtype.kind not in "fiu":
+            raise SettingsError(f"images must be real numbers, not {np.asarray(images).dtype}")
+        shape = tuple(images.shape)
+        if len(shape) != 4 or shape[1] != rep.in_channels:
+            raise SettingsError(f"images must be (N, {rep.in_channels}, H, W), not {shape}")
+        if shape[0] == 0:
+            raise SettingsError("images is an empty batch; give at least one image")
+        rep.check_image_size(*shape[2:])
+        return (shape[1], shape[2], shape[3]), shape[0]
+    if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in image_size)):
+        raise SettingsError(f"inverting codes needs image_size=(H, W), two positive integers giving the size of "
+                            f"the image to reconstruct, not {image_size!r}")
+    dtype = codes.dtype if torch.is_tensor(codes) else np.asarray(codes).dtype
+    if not (dtype.is_floating_point if torch.is_tensor(codes) else dtype.kind == "f"):
+        raise CodeError(f"codes must hold real floating-point values, not {dtype}; a code is what the "
+                        f"representation computes (float32)")
+    if len(codes.shape) < 2 or codes.shape[0] == 0:
+        raise CodeError(f"codes of shape {tuple(codes.shape)} are not a batch of one or more codes")
+    h, w = (int(v) for v in image_size)
+    rep.check_image_size(h, w)
+    return (rep.in_channels, h, w), codes.shape[0]
+
+
+def _budgeted(options: RunOptions, reps, shape, items: int, schedules) -> RunOptions:
+    """``options`` with the batch size the memory limit allows (see ``budget``)."""
+    if any(sch is None for sch in schedules):
+        raise SettingsError("give a schedule: preimage.recipe(model, layer).schedule is the paper's")
+    deepest = max(reps, key=lambda r: budget.per_item(r, shape, 1))
+    size = budget.batch_size(deepest, shape, items, max(s.iterations for s in schedules), options.device,
+                             options.batch_size, options.memory_limit)
+    return replace(options, batch_size=size)
+
+
+def _targets(rep, images, codes, shape, options: RunOptions) -> torch.Tensor:
+    """The codes to match, computed ``options.batch_size`` images at a time, or the codes given."""
+    device = options.device
+    if images is not None:
         images = torch.as_tensor(images, dtype=torch.float32)
-        if images.dim() != 4 or images.shape[1] != rep.in_channels:
-            raise SettingsError(f"images must be (N, {rep.in_channels}, H, W), not {tuple(images.shape)}")
-        rep.check_image_size(*images.shape[2:])
         with torch.no_grad():
-            targets = rep(images.to(device))
-        return (images.shape[1], *images.shape[2:]), targets
-    if image_size is None:
-        raise SettingsError("inverting codes needs image_size=(H, W), the size of the image to reconstruct")
-    h, w = image_size
+            targets = torch.cat([rep(images[lo:lo + options.batch_size].to(device))
+                                 for lo in range(0, len(images), options.batch_size)])
+        if not torch.isfinite(targets).all():
+            raise CodeError(f"{rep.label} gives NaN or Inf codes for these images: its weights hold NaN or "
+                            f"Inf values, or the images do; load other weights or check the images")
+        return targets
+    _, h, w = shape
     expected = rep.code_shape(h, w)
     codes = torch.as_tensor(codes, dtype=torch.float32)
     if tuple(codes.shape[1:]) != expected:
@@ -251,7 +314,7 @@ def _targets(rep, images, codes, image_size, device):
                         f"model, layer and size")
     if not torch.isfinite(codes).all():
         raise CodeError("the code holds NaN or Inf values")
-    return (rep.in_channels, h, w), codes.to(device)
+    return codes.to(device)
 
 
 def pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,9 +328,10 @@ def _descend(objective: Objective, start, schedule, options: RunOptions, bar, of
     """Run one chunk. ``bounds`` (low, high) box the pixels; ``rate_scale`` (B, 1, 1, 1)
     multiplies each item's rates."""
     optimizer, callback, every = options.optimizer, options.callback, options.every
-    rates = schedule.rates()
+    iterations = schedule.iterations
     B = start.shape[0]
-    record = torch.zeros(len(rates), len(TERMS), B, device=start.device)
+    # grown as the run goes, so that an absurd iteration count allocates nothing up front
+    record = torch.zeros(min(iterations, RECORD_BLOCK), len(TERMS), B, device=start.device)
     # The paper descends on u = x/σ (Adam here on x/PIXEL_RMS); both run on x itself with the
     # rates carried over, which saves two passes over the images per iteration: momentum on u
     # with rate r is momentum on x with rate r·σ², Adam on x/P with rate r is Adam on x with
@@ -275,16 +339,20 @@ def _descend(objective: Objective, start, schedule, options: RunOptions, bar, of
     s2 = objective.sigma ** 2
     x = (start * objective.sigma).requires_grad_(True)
     velocity = torch.zeros_like(x)
-    adam = torch.optim.Adam([x], lr=rates[0] * PIXEL_RMS, eps=1e-8 / PIXEL_RMS) if optimizer == "adam" else None
+    adam = (torch.optim.Adam([x], lr=schedule.steps[0][0] * PIXEL_RMS, eps=1e-8 / PIXEL_RMS)
+            if optimizer == "adam" else None)
     first = None
     done = 0
     stopped = False
-    for it, rate in enumerate(rates):
+    previous = None
+    for it, rate in enumerate(rate for rate, n in schedule.steps for _ in range(n)):
+        if it == len(record):
+            record = torch.cat([record, torch.zeros_like(record[:min(len(record), iterations - it)])])
         total, terms, grad = objective.value_and_gradient(x)
         record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
         with torch.no_grad():
             if adam is None:
-                if it > 0 and rate != rates[it - 1]:
+                if previous is not None and rate != previous:
                     velocity.zero_()
                 if rate_scale is not None:
                     grad.mul_(rate_scale)
@@ -297,18 +365,19 @@ def _descend(objective: Objective, start, schedule, options: RunOptions, bar, of
             if bounds is not None:
                 torch.maximum(x, bounds[0], out=x)
                 torch.minimum(x, bounds[1], out=x)
+        previous = rate
         done = it + 1
         bar.update(1)
-        if done % every == 0 or done == len(rates):
+        if done % every == 0 or done == iterations:
             first = _check(record, done, first, rate, offset)
             if callback is not None:
                 try:
-                    callback(_progress(done, len(rates), x.detach().clone(), record))
+                    callback(_progress(done, iterations, x.detach().clone(), record))
                 except StopInversion:
                     stopped = True
                     break
     x = x.detach()
-    return Chunk(x, _progress(done, len(rates), x, record).energies, objective.error(x), stopped)
+    return Chunk(x, _progress(done, iterations, x, record).energies, objective.error(x), stopped)
 
 
 def _check(record, done, first, rate, offset):

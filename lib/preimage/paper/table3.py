@@ -17,8 +17,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import socket
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
@@ -97,6 +101,7 @@ class Plan:
     batch_size: int | None = None
     png: bool = False
     progress: bool = False
+    memory_limit: int | str | None = None  # see engine.budget
 
     @property
     def weights_label(self) -> str:
@@ -127,7 +132,7 @@ class Plan:
 def plan(sources=None, *, out: str | Path, model: str = "auto", weights: str | None = None,
          layers: list[str] | None = None, lambda_tvs=LAMBDA_TVS, size: int = 256, profile: str = "paper",
          iterations: int | None = None, seed: int = 0, device: str = "auto", batch_size: int | None = None,
-         png: bool = False, progress: bool = False) -> Plan:
+         png: bool = False, progress: bool = False, memory_limit: int | str | None = None) -> Plan:
     """Check the request and load the images. ``sources``: shipped names, files or folders (default:
     every shipped image); networks take them centre-cropped to their input size, HOG/DSIFT to
     ``size``. ``layers``: default every layer of a network, the default layer of HOG/DSIFT."""
@@ -156,7 +161,7 @@ def plan(sources=None, *, out: str | Path, model: str = "auto", weights: str | N
     if twice:
         raise ImageError(f"two images share the name {', '.join(twice)}; items are saved by name, so rename one")
     return Plan(model, weights, rep.weights, rep.trained, list(layers), lambda_tvs, names, rgb, Path(out),
-                profile, iterations, seed, device, batch_size, png, progress)
+                profile, iterations, seed, device, batch_size, png, progress, memory_limit)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -175,12 +180,28 @@ def shard(items: list[Item], index: int, count: int) -> list[Item]:
     return items[index::count]
 
 
-def load_item(p: Plan, item: Item) -> dict | None:
-    """The saved record of ``item``, or None; an item saved under other settings is an error."""
+ITEM_KEYS = ("config", "runs", "relative_error", "distance2", "reference_norm", "time_s", "lambda_tv")
+
+
+def load_item(p: Plan, item: Item, log: Callable[[str], None] | None = print) -> dict | None:
+    """The saved record of ``item``, or None when there is none. A file that cannot be read as an
+    item is named and computed again (a folder in its place stops the run); an item saved under
+    other settings is an error."""
     path = item.path(p.out)
+    if path.is_dir():
+        raise PreimageError(f"{path} is a folder where Table 3 keeps an item file; delete it and run again")
     try:
-        saved = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+        why = None if isinstance(saved, dict) else f"it holds a JSON {type(saved).__name__}, not an item"
+        if why is None and any(k not in saved for k in ITEM_KEYS):
+            why = f"it lacks {', '.join(k for k in ITEM_KEYS if k not in saved)}"
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = f"{type(e).__name__}: {e}"
+    if why is not None:
+        if log:
+            log(f"warning: cannot read the item file {path} ({why}); it is computed again")
         return None
     expected = p.config(item.layer)
     if saved.get("config") != expected:
@@ -190,10 +211,62 @@ def load_item(p: Plan, item: Item) -> dict | None:
     return saved
 
 
+@contextmanager
+def lock(out: Path, part: tuple[int, int], log: Callable[[str], None] | None = print):
+    """Hold ``out``'s lock for shard ``part`` (a file with the owner's PID, host and start), so that a
+    second runner on the same folder and shard stops with a message; a lock left by a process that
+    is gone on this host is taken over, with a note."""
+    path = Path(out) / f".lock-{part[0]}-of-{part[1]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text())
+                pid, host = int(owner["pid"]), str(owner["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                owner, pid, host = {}, -1, me["host"]  # unreadable: written by a runner killed while writing
+            if host == me["host"] and not _alive(pid):
+                if log:
+                    log(f"note: taking over the lock {path} of PID {pid}, which is no longer running")
+                path.unlink(missing_ok=True)
+                continue
+            raise PreimageError(
+                f"{out} is being computed by PID {pid} on {host} (since {owner.get('started', '?')}); wait for it, "
+                f"use another --out, or share the work between runners with --shard I/N (or torchrun)") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] | None = print) -> list[Item]:
+    """``compute`` under the folder's lock for shard ``part``."""
+    with lock(p.out, part, log):
+        return compute(p, part, log)
+
+
+def compute(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] | None = print) -> list[Item]:
     """Invert the items of shard ``part`` that are not saved yet; returns those it saved. The pending
     images of a (layer, λ) are one batch (``batch_size`` at a time), whose items are saved when it ends."""
-    todo = [it for it in shard(p.items(), *part) if load_item(p, it) is None]
+    todo = [it for it in shard(p.items(), *part) if load_item(p, it, log) is None]
     device = resolve_device(p.device)
     saved, rep = [], None
     for (layer, lambda_tv), group in groupby(todo, key=lambda it: (it.layer, it.lambda_tv)):
@@ -204,7 +277,7 @@ def run(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] | No
             x0 = p.inputs(rep, [it.image for it in batch])
             r = p.recipe(layer, lambda_tv)
             result = invert(rep, x0, settings=r.setting, schedule=r.schedule, pixel_range=r.pixel_range,
-                            seed=p.seed, device=device, progress=p.progress)
+                            seed=p.seed, device=device, progress=p.progress, memory_limit=p.memory_limit)
             save_items(p, rep, batch, x0.to(device), result, part)
             saved += batch
             if log:
@@ -247,6 +320,7 @@ class Table:
     rows: dict[tuple[str, float], table1.Row]
     missing: list[Item]
     records: dict[Item, dict] = field(repr=False)
+    diverged: list[Item] = field(default_factory=list)  # saved with NaN or Inf errors, left out
 
     def images(self, layer: str, lambda_tv: float) -> list[str]:
         return [n for n in self.plan.names if Item(layer, lambda_tv, n) in self.records]
@@ -275,7 +349,10 @@ class Table:
 
 def merge(p: Plan, log: Callable[[str], None] | None = print) -> Table:
     """The table from the saved items; the reference codes of all images are recomputed per layer."""
-    records = {it: r for it in p.items() if (r := load_item(p, it)) is not None}
+    records = {it: r for it in p.items() if (r := load_item(p, it, log)) is not None}
+    diverged = [it for it, r in records.items() if not all(map(math.isfinite, (r["relative_error"], r["distance2"])))]
+    for it in diverged:  # kept out of the cells, and named under the table
+        del records[it]
     if not records:
         raise PreimageError(f"nothing is saved in {p.out / 'items'} for these settings; run `python -m preimage "
                             f"table3` without --merge first (same images, model, layers and schedule)")
@@ -290,11 +367,15 @@ def merge(p: Plan, log: Callable[[str], None] | None = print) -> Table:
                               for lo in range(0, len(p.names), 16)])
         for v in p.lambda_tvs:
             rows[(layer, v)] = _row(layer, v, phi0, [records.get(Item(layer, v, n)) for n in p.names], p.out)
-    missing = [it for it in p.items() if it not in records]
+    missing = [it for it in p.items() if it not in records and it not in diverged]
+    if diverged and log:
+        log(f"warning: {len(diverged)} items hold NaN or Inf errors and are left out of the table: "
+            + ", ".join(f"{it.layer} λ_TV={it.lambda_tv:g} {it.image}" for it in diverged[:20])
+            + "; delete their files and run again")
     if missing and log:
         log(f"{len(missing)} of {len(p.items())} items missing: " + ", ".join(
             f"{it.layer} λ_TV={it.lambda_tv:g} {it.image}" for it in missing[:20]) + (" ..." if len(missing) > 20 else ""))
-    return Table(p, rows, missing, records)
+    return Table(p, rows, missing, records, diverged)
 
 
 def _row(layer: str, lambda_tv: float, phi0: torch.Tensor, recs: list[dict | None], out: Path) -> table1.Row:
@@ -393,6 +474,9 @@ def to_markdown(table: Table) -> str:
     lines += ["", NOTE]
     if table.missing:
         lines.append(f"Missing: {len(table.missing)} of {len(p.items())} items (the cells cover the saved ones).")
+    if table.diverged:
+        lines.append(f"Not finite: {len(table.diverged)} items hold NaN or Inf errors and are left out: "
+                     + ", ".join(f"{it.layer} λ_Vβ={it.lambda_tv / 2:g} {it.image}" for it in table.diverged) + ".")
     return "\n".join(lines)
 
 

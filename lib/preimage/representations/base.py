@@ -35,7 +35,7 @@ def find_layer(layers: list[LayerInfo], name: str, model: str, absent: dict[str,
     if absent and name in absent:
         raise UnknownNameError(
             f"layer {name!r} does not exist in {model}: {absent[name]}; valid layers: {', '.join(names)}")
-    raise unknown(f"layer of {model}", name, names)
+    raise unknown("layer", name, names, of=model)
 
 
 class Representation(nn.Module):

@@ -74,7 +74,7 @@ def _unknown_timm(name: str) -> UnknownNameError:
 
     arch = name.split(".")[0]
     if "." in name and timm.is_model(arch):
-        return unknown("pretrained tag of timm model", name, timm.list_pretrained(f"{arch}.*"))
+        return unknown("pretrained tag", name, timm.list_pretrained(f"{arch}.*"), of=f"timm model {arch}")
     names = timm.list_models()
     close = ", ".join(f"timm:{n}" for n in difflib.get_close_matches(name, names, n=8, cutoff=0.6))
     return UnknownNameError(

@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
+from ..engine.optimise import check_seed
 from ..errors import SettingsError, UnknownNameError, WeightsError, unknown
 from . import alexnet, caffenet, dsift, efficientnet, generic, hog
 from .base import LayerInfo, Representation
@@ -76,6 +77,7 @@ def get(model: str, layer: str | None = None, weights: str | None = None, seed: 
     'auto': the ImageNet weights when they are in the cache, else random ones with a warning
     (the representation's label then says untrained). Hand-designed representations (HOG,
     DSIFT) take no weights."""
+    check_seed(seed)
     if model == "auto":
         model, weights = resolve_auto()
     m = _model(model)

@@ -125,6 +125,14 @@ def load_state_dict(path: str | os.PathLike, module: nn.Module) -> dict[str, tor
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    odd = [f"{k} ({type(v).__name__})" for k, v in state.items() if not torch.is_tensor(v)]
+    if odd:
+        raise WeightsError(f"{path} holds values that are not tensors ({', '.join(odd[:5])}); save a state_dict "
+                           f"with torch.save(model.state_dict(), PATH)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsError(f"{path} holds NaN or Inf values in {', '.join(bad[:5])}: the file is corrupt or the "
+                           f"training diverged; use other weights")
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

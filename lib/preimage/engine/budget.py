@@ -1,0 +1,123 @@
+"""Memory an inversion will take, estimated before anything large is allocated, against a limit.
+
+Per batch item the run holds the image and what the descent keeps beside it (the iterate, its
+gradient, the momentum or Adam's moments, the regularisers' temporaries), the network's
+activations and their gradients, the code with its target and mask, and the energy record (four
+numbers per iteration). The activations are what autograd saves in one forward pass at a small size,
+scaled with the number of pixels, so no estimate ever runs the network at the size asked for.
+
+The limit is ``memory_limit`` where given (bytes, or a size such as "8G"), else the environment
+variable ``PREIMAGE_MEMORY_LIMIT``, else ``FRACTION`` of the memory available on the device.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import weakref
+
+import torch
+
+from ..errors import ResourceError, SettingsError
+
+LIMIT_ENV = "PREIMAGE_MEMORY_LIMIT"
+FRACTION = 0.75
+IMAGE_COPIES = 12  # iterate, gradient, velocity or Adam's two moments, start, TV and α temporaries
+ACTIVATION_COPIES = 2  # the saved activations and their gradients in the backward pass
+CODE_COPIES = 4  # code, target, mask, difference
+RECORD_TERMS = 4  # loss, tv, alpha, total per iteration
+_UNITS = {"": 1, "b": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
+_probes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes from 123, "512M", "8G", "1.5GiB", "2TB" (powers of 1024)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", str(text))
+        if not match:
+            raise SettingsError(f"a memory limit is a number of bytes or a size such as 512M or 8G, not {text!r}")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"a memory limit must be positive, not {text!r}")
+    return int(value * _UNITS[unit])
+
+
+def available(device: torch.device) -> int:
+    """Bytes free on ``device`` now (the GPU's free memory; MemAvailable of the machine)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def limit(device: torch.device, memory_limit: str | int | None = None) -> tuple[int, str]:
+    """The limit in bytes and where it comes from, in words."""
+    if memory_limit is not None:
+        return parse_size(memory_limit), "memory_limit"
+    if os.environ.get(LIMIT_ENV):
+        return parse_size(os.environ[LIMIT_ENV]), LIMIT_ENV
+    free = available(device)
+    return int(FRACTION * free), f"{FRACTION:.0%} of the {gib(free)} available"
+
+
+def gib(n: float) -> str:
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 28 else f"{n / 2 ** 20:.0f} MiB"
+
+
+def _activations(rep) -> tuple[float, int]:
+    """(values per input pixel that a forward pass keeps for the backward pass, plus the code's,
+    side of the probe), from one pass with gradients at the layer's smallest accepted size: every
+    tensor autograd saves is counted, in modules and custom functions alike."""
+    if rep in _probes:
+        return _probes[rep]
+    side = max(rep.min_image_size(), 16)
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel()
+        return t
+
+    p = next(rep.parameters(), next(rep.buffers(), None))
+    x = torch.zeros(1, rep.in_channels, side, side, device=p.device if p is not None else "cpu", requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        total += rep(x).numel()
+    _probes[rep] = (total / (side * side), side)
+    return _probes[rep]
+
+
+def per_item(rep, shape: tuple[int, int, int], iterations: int) -> int:
+    """Bytes one batch item of a (C, H, W) image needs over a run of ``iterations``."""
+    c, h, w = shape
+    per_pixel, _ = _activations(rep)
+    pixels = float(h) * float(w)
+    values = IMAGE_COPIES * c * pixels + (ACTIVATION_COPIES + CODE_COPIES) * per_pixel * pixels
+    return int(4 * values + 4 * RECORD_TERMS * iterations)
+
+
+def batch_size(rep, shape: tuple[int, int, int], items: int, iterations: int, device: torch.device,
+               asked: int | None = None, memory_limit: str | int | None = None, what: str = "") -> int:
+    """How many of ``items`` to run at once: ``asked`` when it fits, else as many as fit; a
+    ResourceError when not even one does, or when ``asked`` does not."""
+    need = per_item(rep, shape, iterations)
+    most, source = limit(device, memory_limit)
+    fits = most // max(need, 1)
+    c, h, w = shape
+    about = (f"{what or rep.label} at {h}x{w}, {iterations} iterations: about {gib(need)} per image × "
+             f"restart × setting")
+    if fits < 1:
+        raise ResourceError(f"{about}, more than the memory limit of {gib(most)} ({source}); use a smaller image "
+                            f"(--size), fewer iterations or an earlier layer, or raise the limit with "
+                            f"--memory-limit or {LIMIT_ENV}")
+    if asked is not None and asked > fits:
+        raise ResourceError(f"{about}: a batch of {asked} needs {gib(asked * need)}, more than the memory limit "
+                            f"of {gib(most)} ({source}); use a batch size of at most {fits}")
+    return min(items, asked or items, fits)
