@@ -134,6 +134,18 @@ def test_an_image_smaller_than_the_receptive_field_is_a_message(fast):
     assert fast.run(wait=True) is None and "32x32 image is smaller" in fast.message
 
 
+def test_bad_seeds_and_runs_too_large_for_memory_are_messages(fast, monkeypatch):
+    fast.seed.value = -1
+    assert fast.run(wait=True) is None and "seed must be an integer from 0 to 2**63 - 1" in fast.message
+    fast.seed.value = 0
+    monkeypatch.setenv("PREIMAGE_MEMORY_LIMIT", "100k")
+    assert fast.run(wait=True) is None and not fast.running
+    assert "more than the memory limit" in fast.message and "PREIMAGE_MEMORY_LIMIT" in fast.message
+    monkeypatch.delenv("PREIMAGE_MEMORY_LIMIT")
+    _upload(fast, "tiny.png", _png_bytes(8))  # 8x8 to 48x48: enlarged 6x, said
+    assert fast.run(wait=True) is not None and "enlarged 6.0x from 8x8 to 48x48" in fast.message
+
+
 def test_neigh_larger_than_the_map_is_a_message(fast):
     fast.neigh.value = 50  # the stem's map of a 48x48 image is 24x24
     assert fast.run(wait=True) is None and "neigh 50 is larger than the 24x24 map" in fast.message

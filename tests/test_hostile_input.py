@@ -417,3 +417,14 @@ def test_a_stale_lock_is_taken_over_with_a_note(hog_plan):
 def test_unknown_names_of_every_kind(capsys):
     with pytest.raises(UnknownNameError, match="did you mean quick"):
         preimage.recipe("alexnet", "fc8", profile="quik")
+
+
+def test_ctrl_c_in_table3_says_how_many_items_are_saved(capsys, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        (tmp_path / "t" / "items" / "hog").mkdir(parents=True)
+        (tmp_path / "t" / "items" / "hog" / "chelsea.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("preimage.apps.cli.table3.launch", interrupt)
+    code, _, err = cli(capsys, "table3", "chelsea", "coffee", "--model", "hog", "--out", tmp_path / "t")
+    assert code == 130 and err == f"interrupted: 1 items saved in {tmp_path / 't' / 'items'}, run again to resume\n"

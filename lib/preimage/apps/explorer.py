@@ -27,7 +27,8 @@ import numpy as np
 
 from .. import images, representations
 from ..engine.objective import mask
-from ..engine.optimise import Progress, invert
+from ..engine import budget
+from ..engine.optimise import Progress, invert, resolve_device
 from ..engine.results import InversionResult, record, weights_label
 from ..errors import ImageError, PreimageError, SettingsError, StopInversion
 from ..paper import recipes
@@ -232,11 +233,14 @@ class Explorer:
         name = self.image.value
         rgb, notes = (self._uploads[name], []) if name in self._uploads else images.load(name)
         size = self.size.value or None
+        plan = recipes.recipe(model, layer, iterations=self.iterations.value, lambda_tv=float(self.lambda_tv.value))
+        side = (size, size) if size is not None else rgb.shape[:2]
+        budget.batch_size(rep, (rep.in_channels, *side), 1, plan.schedule.iterations, resolve_device(self.device))
         if size is not None and rgb.shape[:2] != (size, size):
             notes.append(f"image {rgb.shape[1]}x{rgb.shape[0]} centre-cropped and resized to {size}x{size}")
+            notes += images.check_scale(rgb.shape[:2], size, rep.min_image_size(), rep.label, explicit=True)
         rgb = images.fit(rgb, size)
         rep.check_image_size(*rgb.shape[:2])
-        plan = recipes.recipe(model, layer, iterations=self.iterations.value, lambda_tv=float(self.lambda_tv.value))
         setting = replace(plan.setting, beta=float(self.beta.value), neigh=self.neigh.value or None,
                           group=self.group.value or None)
         schedule = plan.schedule
