@@ -428,3 +428,52 @@ def test_ctrl_c_in_table3_says_how_many_items_are_saved(capsys, tmp_path, monkey
     monkeypatch.setattr("preimage.apps.cli.table3.launch", interrupt)
     code, _, err = cli(capsys, "table3", "chelsea", "coffee", "--model", "hog", "--out", tmp_path / "t")
     assert code == 130 and err == f"interrupted: 1 items saved in {tmp_path / 't' / 'items'}, run again to resume\n"
+
+
+@pytest.mark.slow
+def test_sigkill_of_invert_leaves_the_old_result_or_the_new_one(tmp_path):
+    """``python -m preimage invert`` killed at random moments of its run, over several rounds: its
+    folder always holds one complete result (PNG, npz and a JSON that parses), old or new."""
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "preimage", "invert", "chelsea", *HOG, "--out", str(out)]
+    t0 = time.monotonic()
+    subprocess.run(argv + ["--seed", "0"], check=True, capture_output=True)
+    full = time.monotonic() - t0
+    rng = np.random.default_rng(1)
+    for seed in range(1, 7):
+        proc = subprocess.Popen(argv + ["--seed", str(seed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(float(rng.uniform(0.5, 1.1) * full))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert sorted(p.name for p in out.iterdir()) == ["reconstruction.png", "result.json", "result.npz"]
+        (run,) = json.loads((out / "result.json").read_text())["runs"].values()
+        assert 0 <= run["seed"] <= seed
+        with np.load(out / "result.npz") as z:  # the arrays and the record of one and the same run
+            assert z["x"].shape == (1, 1, 64, 64) and np.allclose(z["error"], run["error"])
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["out"]
+
+
+@given(data=st.binary(min_size=0, max_size=256))
+@FEW
+def test_any_bytes_are_an_image_or_an_image_error(data):
+    try:
+        rgb, notes = images.decode(data)
+    except ImageError as e:
+        assert "cannot read the upload as an image" in str(e)
+    else:
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+
+
+@given(mode=st.sampled_from(["L", "LA", "P", "RGBA", "I;16", "I", "F", "1", "CMYK"]),
+       side=st.integers(1, 12), seed=st.integers(0, 2 ** 16))
+@FEW
+def test_every_mode_reads_as_rgb_with_its_conversion_said(tmp_path_factory, mode, side, seed):
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    im = base.convert(mode) if mode not in ("I;16", "I", "F") else Image.fromarray(
+        rng.integers(0, 2 ** 16, (side, side)).astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
+    path = tmp_path_factory.mktemp("modes") / ("x.tif" if mode in ("I;16", "I", "F", "CMYK") else "x.png")
+    im.save(path)
+    rgb, notes = images.load(path)
+    assert rgb.dtype == np.uint8 and rgb.shape == (side, side, 3)
+    assert notes, f"{mode}: the conversion to 8-bit RGB was not said"

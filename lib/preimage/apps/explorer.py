@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import images, representations
-from ..engine.objective import mask
 from ..engine import budget
+from ..engine.objective import mask
 from ..engine.optimise import Progress, invert, resolve_device
 from ..engine.results import InversionResult, record, weights_label
 from ..errors import ImageError, PreimageError, SettingsError, StopInversion
