@@ -151,10 +151,29 @@ def test_a_failed_run_keeps_the_old_folder_and_leaves_nothing_else(capsys, tmp_p
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(preimage.engine.results.InversionResult, "save", broken)
-    with pytest.raises(OSError):
-        main(["invert", "chelsea", *HOG, "--seed", "3", "--out", str(out)])
+    refused(capsys, None, "invert", "chelsea", *HOG, "--seed", "3", "--out", out,
+            says=["cannot write the result into", "No space left on device", "the old result, if any, is unchanged"])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_folder_of_other_files_or_the_current_folder_is_not_replaced(capsys, tmp_path, monkeypatch):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    refused(capsys, None, "invert", "chelsea", *HOG, "--out", tmp_path / "mine", says=["holds other files"])
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+    monkeypatch.chdir(tmp_path / "mine")
+    refused(capsys, None, "invert", "chelsea", *HOG, "--out", ".", says=["is the current folder"])
+
+
+def test_concurrent_and_similarly_named_outputs_are_left_alone(tmp_path):
+    busy = tmp_path / f".r.v2.preimage-{os.getpid()}-x.partial"  # another output's folder being written
+    busy.mkdir()
+    dead = tmp_path / ".r.preimage-999999999-y.partial"  # a killed run's leftovers
+    dead.mkdir()
+    with atomic_folder(tmp_path / "r") as t:
+        (t / "a").write_text("1")
+    assert busy.is_dir() and not dead.exists()
 
 
 def test_the_folder_swap_is_old_or_new(tmp_path):
@@ -366,7 +385,9 @@ def hog_plan(tmp_path):
 
 
 @given(content=st.one_of(st.binary(max_size=64), st.just(b"[1, 2]"), st.just(b'{"config": 1}'),
-                         st.just(b"\xff\xfe\x00garbage")))
+                         st.just(b"\xff\xfe\x00garbage"),
+                         st.sampled_from([None, "0.1", True, [0.1]]).map(lambda v: json.dumps(
+                             {**dict.fromkeys(table3.ITEM_KEYS, 1.0), "relative_error": v}).encode())))
 @FEW
 def test_unreadable_items_are_named_and_computed_again(hog_plan, content):
     item = hog_plan.items()[0]
@@ -411,7 +432,7 @@ def test_a_stale_lock_is_taken_over_with_a_note(hog_plan):
     lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "earlier"}))
     said = []
     assert len(table3.run(hog_plan, log=said.append)) == 2
-    assert any("taking over the lock" in line for line in said) and not lock.exists()
+    assert any("taking over the lock" in line for line in said) and lock.read_text() == ""
 
 
 def test_unknown_names_of_every_kind(capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import glob
 import json
 import os
 import shutil
@@ -60,26 +61,48 @@ def _exchange(a: Path, b: Path) -> bool:
 def atomic_folder(path: str | Path):
     """Yield a new temporary folder beside ``path``; on success it takes the place of ``path`` as
     a unit (swapped in one step where the system can, the old folder kept until then), so that a
-    reader sees the old folder or the new one, never a mix. On failure nothing is left behind.
-    Leftovers of a killed earlier run (hidden siblings) are removed first."""
+    reader sees the old folder or the new one, never a mix. On failure nothing is left behind and
+    the old folder stays. Leftovers of earlier runs that were killed are removed first; those of
+    runs still going are not."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    prefix = f".{path.name}.preimage-"
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*.partial"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}-", suffix=".partial"))
     umask = os.umask(0)
     os.umask(umask)
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
-        if path.exists() and path.is_dir() and not path.is_symlink() and _exchange(tmp, path):
-            pass  # tmp now holds the old folder, removed below
-        else:
+        if not (path.is_dir() and not path.is_symlink() and _exchange(tmp, path)):
+            aside = None
             if path.exists() or path.is_symlink():
-                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
-                os.replace(path, old / "old")
-            os.replace(tmp, path)
+                aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}-", suffix=".partial"))
+                os.replace(path, aside / "old")
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if aside is not None:
+                    os.replace(aside / "old", path)  # the old folder back in place
+                raise
+            finally:
+                if aside is not None:
+                    shutil.rmtree(aside, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for stale in path.parent.glob(f".{path.name}.*.partial"):
-            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the new folder on failure, the old one after the swap
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this PID runs (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

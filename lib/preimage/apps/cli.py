@@ -218,7 +218,7 @@ def read_code(path: Path) -> tuple[np.ndarray, dict]:
         raise CodeError(f"{path} holds a code of {code.dtype} values, not real floating point; {again}")
     if code.ndim < 2 or code.shape[0] == 0:
         raise CodeError(f"{path} holds a code of shape {code.shape}, not a batch of one or more codes; {again}")
-    return code, meta
+    return code.astype(np.float32), meta  # native byte order and precision, whatever the file's
 
 
 def cmd_invert(args) -> int:
@@ -234,6 +234,14 @@ def cmd_invert(args) -> int:
     common = dict(settings=setting, restarts=args.restarts, loss=args.loss, schedule=plan.schedule,
                   optimizer=args.optimizer, seed=args.seed, device=args.device, progress=args.progress,
                   pixel_range=plan.pixel_range, memory_limit=args.memory_limit)
+    try:
+        return _invert(args, rep, common)
+    except OSError as e:
+        raise PreimageError(f"cannot write the result into {args.out} ({e.strerror or e}); choose another --out "
+                            f"(the old result, if any, is unchanged)") from None
+
+
+def _invert(args, rep, common) -> int:
     if args.code is not None:
         code, meta = read_code(args.code)
         if (meta.get("model"), meta.get("layer")) != (rep.model, rep.layer):
@@ -246,7 +254,7 @@ def cmd_invert(args) -> int:
             result = invert(rep, codes=torch.from_numpy(code), image_size=tuple(meta["image_size"]), **common)
             names = _write_result(out, result, {"source": str(args.code)})
     else:
-        x, _, notes = _load_image(args, rep, plan.schedule.iterations)
+        x, _, notes = _load_image(args, rep, common["schedule"].iterations)
         with _output_folder(args.out) as out:
             result = invert(rep, x, **common)
             names = _write_result(out, result, {"source": str(args.image), "image_notes": notes})
@@ -260,6 +268,11 @@ def _output_folder(folder: Path):
     """``atomic_folder(folder)``, with a folder that cannot be written said in one line."""
     if folder.exists() and not folder.is_dir():
         raise PreimageError(f"--out {folder} is a file; name a folder to write the result into")
+    if Path.cwd().resolve().is_relative_to(folder.resolve()):
+        raise PreimageError(f"--out {folder} is the current folder or holds it; name a new folder for the result")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "result.json").is_file():
+        raise PreimageError(f"--out {folder} holds other files and no earlier result, and the whole folder is "
+                            f"replaced by the new one; name a new or empty folder")
     _writable_dir(folder.parent if str(folder.parent) else Path("."))
     return atomic_folder(folder)
 

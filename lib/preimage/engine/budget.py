@@ -46,16 +46,27 @@ def parse_size(text: str | int | float) -> int:
 
 def available(device: torch.device) -> int:
     """Bytes free on ``device`` now (the GPU's free memory; MemAvailable of the machine)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cuda":  # free, plus what torch's caching allocator holds but does not use
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0] + cached)
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    if free is None:
+        free = int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    try:  # a container's own limit (cgroup v2), which the machine's figure does not show
+        most = open("/sys/fs/cgroup/memory.max").read().strip()
+        if most != "max":
+            used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+            free = min(free, max(int(most) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return free
 
 
 def limit(device: torch.device, memory_limit: str | int | None = None) -> tuple[int, str]:
@@ -79,18 +90,20 @@ def _activations(rep) -> tuple[float, int]:
     if rep in _probes:
         return _probes[rep]
     side = max(rep.min_image_size(), 16)
-    total = 0
+    fixed = {t.data_ptr() for t in (*rep.parameters(), *rep.buffers())}  # held once, not per item
+    saved = 0
 
     def pack(t):
-        nonlocal total
-        total += t.numel()
+        nonlocal saved
+        if t.data_ptr() not in fixed:
+            saved += t.numel()
         return t
 
     p = next(rep.parameters(), next(rep.buffers(), None))
     x = torch.zeros(1, rep.in_channels, side, side, device=p.device if p is not None else "cpu", requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        total += rep(x).numel()
-    _probes[rep] = (total / (side * side), side)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        code = rep(x)
+    _probes[rep] = ((saved + code.numel()) / (side * side), side)
     return _probes[rep]
 
 
@@ -117,7 +130,7 @@ def batch_size(rep, shape: tuple[int, int, int], items: int, iterations: int, de
         raise ResourceError(f"{about}, more than the memory limit of {gib(most)} ({source}); use a smaller image "
                             f"(--size), fewer iterations or an earlier layer, or raise the limit with "
                             f"--memory-limit or {LIMIT_ENV}")
-    if asked is not None and asked > fits:
+    if asked is not None and min(asked, items) > fits:
         raise ResourceError(f"{about}: a batch of {asked} needs {gib(asked * need)}, more than the memory limit "
                             f"of {gib(most)} ({source}); use a batch size of at most {fits}")
     return min(items, asked or items, fits)

@@ -70,7 +70,11 @@ class RunOptions:
     memory_limit: int | str | None = None
 
     def __post_init__(self):
-        check_seed(self.seed)
+        object.__setattr__(self, "seed", check_seed(self.seed))
+        for name in ("every", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise SettingsError(f"{name} must be a positive integer, not {v!r}")
         if self.optimizer not in OPTIMIZERS:
             raise SettingsError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
         if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
@@ -143,7 +147,7 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
                      memory_limit: int | str | None = None) -> list[InversionResult]:
     """``invert`` at several layers of one network at once: one result per representation, each
     as ``invert`` would give it (same starts, same settings), computed in one batch that shares
-    the network's forward and backward passes (``representations.shared.SharedTrunk``).
+    the network's forward and backward passes (``engine.shared.SharedTrunk``).
 
     ``settings``, ``schedules`` and ``pixel_range`` are one per layer or one for all. The
     schedules may differ only by a factor on every rate (a layer's rate scale), and not at all
@@ -261,7 +265,7 @@ def _shape(rep, images, codes, image_size) -> tuple[tuple[int, int, int], int]:
     if images is not None:
         if not torch.is_tensor(images) and np.asarray(images).dtype.kind not in "fiu":
             raise SettingsError(f"images must be real numbers, not {np.asarray(images).dtype}")
-        shape = tuple(images.shape)
+        shape = tuple(images.shape) if torch.is_tensor(images) else np.asarray(images).shape
         if len(shape) != 4 or shape[1] != rep.in_channels:
             raise SettingsError(f"images must be (N, {rep.in_channels}, H, W), not {shape}")
         if shape[0] == 0:
@@ -276,11 +280,12 @@ def _shape(rep, images, codes, image_size) -> tuple[tuple[int, int, int], int]:
     if not (dtype.is_floating_point if torch.is_tensor(codes) else dtype.kind == "f"):
         raise CodeError(f"codes must hold real floating-point values, not {dtype}; a code is what the "
                         f"representation computes (float32)")
-    if len(codes.shape) < 2 or codes.shape[0] == 0:
-        raise CodeError(f"codes of shape {tuple(codes.shape)} are not a batch of one or more codes")
+    code_shape = tuple(codes.shape) if torch.is_tensor(codes) else np.asarray(codes).shape
+    if len(code_shape) < 2 or code_shape[0] == 0:
+        raise CodeError(f"codes of shape {code_shape} are not a batch of one or more codes")
     h, w = (int(v) for v in image_size)
     rep.check_image_size(h, w)
-    return (rep.in_channels, h, w), codes.shape[0]
+    return (rep.in_channels, h, w), code_shape[0]
 
 
 def _budgeted(options: RunOptions, reps, shape, items: int, schedules) -> RunOptions:

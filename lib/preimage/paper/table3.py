@@ -15,6 +15,7 @@ relative error ||Φ(x*) − Φ0|| / ||Φ0||. The paper does not say which normal
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -195,6 +196,10 @@ def load_item(p: Plan, item: Item, log: Callable[[str], None] | None = print) ->
         why = None if isinstance(saved, dict) else f"it holds a JSON {type(saved).__name__}, not an item"
         if why is None and any(k not in saved for k in ITEM_KEYS):
             why = f"it lacks {', '.join(k for k in ITEM_KEYS if k not in saved)}"
+        numbers = ("relative_error", "distance2", "reference_norm", "time_s")
+        odd = [k for k in numbers if why is None and (isinstance(saved[k], bool) or not isinstance(saved[k], (int, float)))]
+        if odd:
+            why = f"{', '.join(odd)} not a number"
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -213,48 +218,45 @@ def load_item(p: Plan, item: Item, log: Callable[[str], None] | None = print) ->
 
 @contextmanager
 def lock(out: Path, part: tuple[int, int], log: Callable[[str], None] | None = print):
-    """Hold ``out``'s lock for shard ``part`` (a file with the owner's PID, host and start), so that a
-    second runner on the same folder and shard stops with a message; a lock left by a process that
-    is gone on this host is taken over, with a note."""
+    """Hold ``out``'s lock for shard ``part`` (an advisory lock on a file that names the owner's PID,
+    host and start), so that a second runner on the same folder and shard stops with a message.
+    The system drops the lock when its process ends; a file still naming a process that is gone
+    is taken over, with a note."""
     path = Path(out) / f".lock-{part[0]}-of-{part[1]}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    for _ in range(2):
+    with open(path, "a+") as f:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
             try:
-                owner = json.loads(path.read_text())
-                pid, host = int(owner["pid"]), str(owner["host"])
-            except (OSError, ValueError, KeyError, TypeError):
-                owner, pid, host = {}, -1, me["host"]  # unreadable: written by a runner killed while writing
-            if host == me["host"] and not _alive(pid):
-                if log:
-                    log(f"note: taking over the lock {path} of PID {pid}, which is no longer running")
-                path.unlink(missing_ok=True)
-                continue
+                owner = json.loads(f.read())
+            except ValueError:
+                owner = {}  # being written by the runner that just took it
             raise PreimageError(
-                f"{out} is being computed by PID {pid} on {host} (since {owner.get('started', '?')}); wait for it, "
-                f"use another --out, or share the work between runners with --shard I/N (or torchrun)") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+                f"{out} is being computed by PID {owner.get('pid', '?')} on {owner.get('host', '?')} (since "
+                f"{owner.get('started', '?')}); wait for it, use another --out, or share the work between runners "
+                f"with --shard I/N (or torchrun)") from None
+        f.seek(0)
+        left = f.read().strip()
+        if left and log:
+            try:
+                pid = json.loads(left).get("pid", "?")
+            except (ValueError, AttributeError):
+                pid = "?"
+            log(f"note: taking over the lock {path} of PID {pid}, which is no longer running")
+        f.seek(0)
+        f.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f)
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()  # released: an empty file names no owner
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] | None = print) -> list[Item]:
