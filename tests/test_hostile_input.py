@@ -427,7 +427,7 @@ def test_a_second_runner_on_the_same_folder_is_stopped(hog_plan):
 
 def test_a_stale_lock_is_taken_over_with_a_note(hog_plan):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock = hog_plan.out / ".lock-0-of-1.json"
+    lock = hog_plan.out / ".lock-0-of-1"
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "earlier"}))
     said = []

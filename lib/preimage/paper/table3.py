@@ -222,7 +222,7 @@ def lock(out: Path, part: tuple[int, int], log: Callable[[str], None] | None = p
     host and start), so that a second runner on the same folder and shard stops with a message.
     The system drops the lock when its process ends; a file still naming a process that is gone
     is taken over, with a note."""
-    path = Path(out) / f".lock-{part[0]}-of-{part[1]}.json"
+    path = Path(out) / f".lock-{part[0]}-of-{part[1]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:
