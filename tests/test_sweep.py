@@ -76,3 +76,23 @@ def test_reference_schedule_scales_rates_only_where_measured_to_diverge():
         recipe("alexnet", "fc8", profile="fast")
     fig9 = recipe("efficientnet_lite0", "stage6", schedule=recipes.RECEPTIVE_FIELD).schedule
     assert [r for r, _ in fig9.steps] == [0.0001, 0.00001, 0.000001]
+
+
+def test_a_chapter_sets_up_from_the_parameters_cell(tmp_path, capsys):
+    from preimage.paper.chapter import chapter
+
+    params = {"model": "efficientnet_lite0", "weights": "imagenet", "profile": "quick", "output_dir": str(tmp_path),
+              "seed": 3, "device": "cpu", "progress": False, "unrelated": object()}
+    ch = chapter("99_test", params, paper_layers=["norm1", "stem"])
+    assert ch.layers == {"norm1": "stage2", "stem": "stem"} and ch.quick and ch.seed == 3
+    assert ch.stand_ins == ["stage2 stands in for CaffeNet's norm1"] and ch.out == tmp_path / "99_test"
+    assert "norm1 -> stage2" in capsys.readouterr().out
+    results = ch.invert(["stem"], ["chelsea"], size=48)  # the quick profile: 100 iterations
+    assert results["stem"].provenance["seed"] == 3 and results["stem"].provenance["iterations"] == 100
+    record = ch.record(results, figure="test")
+    assert check_record(record) == [] and record["stand_ins"] == ch.stand_ins and record["profile"] == "quick"
+    fig = figures.grid(*figures.per_layer(results))
+    paths = ch.save(fig, "fig", record)
+    assert [p.name for p in paths] == ["fig.png", "fig.pdf", "fig.json"]
+    with pytest.raises(UnknownNameError, match="valid profiles"):
+        chapter("99_test", {**params, "profile": "fast"})

@@ -138,16 +138,13 @@ def load_many(names: list[str], size: int | tuple[int, int] | None) -> tuple[np.
 MAX_UPSCALE = 4.0  # more than this, and the image is refused unless a size is asked for explicitly
 
 
-def check_scale(shape: tuple[int, int], size: int | tuple[int, int] | None, least: int, what: str,
-                explicit: bool) -> list[str]:
-    """Refuse a source image that is smaller than ``least`` (the layer's receptive field) where it
-    is inverted as it is, or that fitting to the default ``size`` would enlarge more than
-    ``MAX_UPSCALE`` times; with a size asked for (``explicit``) the enlargement is only noted."""
+def check_scale(shape: tuple[int, int], size: int | tuple[int, int] | None, what: str, explicit: bool) -> list[str]:
+    """Refuse a source image that fitting to the default ``size`` would enlarge more than
+    ``MAX_UPSCALE`` times; with a size asked for (``explicit``) the enlargement is only noted.
+    (An image used at its own size meets the layer's receptive field or not:
+    ``Representation.check_image_size`` says.)"""
     h, w = shape
     if size is None:
-        if min(h, w) < least:
-            raise ImageError(f"a {h}x{w} image is smaller than the receptive field of {what} ({least} px); "
-                             f"use a larger image, --size N to resize it, or an earlier layer")
         return []
     th, tw = (size, size) if isinstance(size, int) else size
     factor = max(th / h, tw / w) if min(h, w) > 0 else math.inf

@@ -157,7 +157,7 @@ def _load_image(args, rep, iterations: int = 1) -> tuple[torch.Tensor, np.ndarra
     side = (size, size) if size is not None else rgb.shape[:2]
     budget.batch_size(rep, (rep.in_channels, *side), 1, iterations, resolve_device(getattr(args, "device", "auto")),
                       memory_limit=getattr(args, "memory_limit", None))
-    notes += images.check_scale(rgb.shape[:2], size, rep.min_image_size(), rep.label, explicit=args.size is not None)
+    notes += images.check_scale(rgb.shape[:2], size, rep.label, explicit=args.size is not None)
     if size is not None:
         rgb = images.fit(rgb, size, args.fit)
     rep.check_image_size(*rgb.shape[:2])

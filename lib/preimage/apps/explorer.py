@@ -238,7 +238,7 @@ class Explorer:
         budget.batch_size(rep, (rep.in_channels, *side), 1, plan.schedule.iterations, resolve_device(self.device))
         if size is not None and rgb.shape[:2] != (size, size):
             notes.append(f"image {rgb.shape[1]}x{rgb.shape[0]} centre-cropped and resized to {size}x{size}")
-            notes += images.check_scale(rgb.shape[:2], size, rep.min_image_size(), rep.label, explicit=True)
+            notes += images.check_scale(rgb.shape[:2], size, rep.label, explicit=True)
         rgb = images.fit(rgb, size)
         rep.check_image_size(*rgb.shape[:2])
         setting = replace(plan.setting, beta=float(self.beta.value), neigh=self.neigh.value or None,
@@ -341,7 +341,7 @@ class Explorer:
         titles = [[image] + [f"restart {i + 1}\nerror {e:.3f}" for i, e in enumerate(r.error)]]
         fig = figures.grid(panels, titles, suptitle=f"{rep['model']} {rep['layer']} ({weights}): "
                            f"{figures.setting_title(s)}, {p['iterations_run']} iterations")
-        provenance = record({rep["layer"]: r}, kind="figure", images=[image], profile=self.profile)
+        provenance = record({rep["layer"]: r}, kind="figure", image_names=[image], profile=self.profile)
         try:
             paths = figures.save(fig, folder / stem, provenance)
             paths += list(r.save(folder / f"{stem}-result", {"image": image, "profile": self.profile}))

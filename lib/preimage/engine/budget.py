@@ -83,10 +83,10 @@ def gib(n: float) -> str:
     return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 28 else f"{n / 2 ** 20:.0f} MiB"
 
 
-def _activations(rep) -> tuple[float, int]:
-    """(values per input pixel that a forward pass keeps for the backward pass, plus the code's,
-    side of the probe), from one pass with gradients at the layer's smallest accepted size: every
-    tensor autograd saves is counted, in modules and custom functions alike."""
+def _per_pixel(rep) -> tuple[float, float]:
+    """(values autograd saves for the backward pass, values of the code), per input pixel, from
+    one forward pass with gradients at the layer's smallest accepted size: every saved tensor is
+    counted, in modules and custom functions alike, but the weights, which are held once."""
     if rep in _probes:
         return _probes[rep]
     side = max(rep.min_image_size(), 16)
@@ -103,28 +103,27 @@ def _activations(rep) -> tuple[float, int]:
     x = torch.zeros(1, rep.in_channels, side, side, device=p.device if p is not None else "cpu", requires_grad=True)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         code = rep(x)
-    _probes[rep] = ((saved + code.numel()) / (side * side), side)
+    _probes[rep] = (saved / side ** 2, code.numel() / side ** 2)
     return _probes[rep]
 
 
 def per_item(rep, shape: tuple[int, int, int], iterations: int) -> int:
     """Bytes one batch item of a (C, H, W) image needs over a run of ``iterations``."""
     c, h, w = shape
-    per_pixel, _ = _activations(rep)
-    pixels = float(h) * float(w)
-    values = IMAGE_COPIES * c * pixels + (ACTIVATION_COPIES + CODE_COPIES) * per_pixel * pixels
+    saved, code = _per_pixel(rep)
+    values = (IMAGE_COPIES * c + ACTIVATION_COPIES * saved + CODE_COPIES * code) * float(h) * float(w)
     return int(4 * values + 4 * RECORD_TERMS * iterations)
 
 
 def batch_size(rep, shape: tuple[int, int, int], items: int, iterations: int, device: torch.device,
-               asked: int | None = None, memory_limit: str | int | None = None, what: str = "") -> int:
+               asked: int | None = None, memory_limit: str | int | None = None) -> int:
     """How many of ``items`` to run at once: ``asked`` when it fits, else as many as fit; a
     ResourceError when not even one does, or when ``asked`` does not."""
     need = per_item(rep, shape, iterations)
     most, source = limit(device, memory_limit)
     fits = most // max(need, 1)
     c, h, w = shape
-    about = (f"{what or rep.label} at {h}x{w}, {iterations} iterations: about {gib(need)} per image × "
+    about = (f"{rep.label} at {h}x{w}, {iterations} iterations: about {gib(need)} per image × "
              f"restart × setting")
     if fits < 1:
         raise ResourceError(f"{about}, more than the memory limit of {gib(most)} ({source}); use a smaller image "

@@ -71,14 +71,12 @@ class RunOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "seed", check_seed(self.seed))
-        for name in ("every", "batch_size"):
+        for name in ("restarts", "every", "batch_size"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
                 raise SettingsError(f"{name} must be a positive integer, not {v!r}")
         if self.optimizer not in OPTIMIZERS:
             raise SettingsError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
-            raise SettingsError(f"restarts must be a positive integer, not {self.restarts!r}")
 
 
 MAX_SEED = 2 ** 63 - 1  # what both numpy's SeedSequence and torch.manual_seed take
@@ -263,9 +261,10 @@ def _shape(rep, images, codes, image_size) -> tuple[tuple[int, int, int], int]:
     if (images is None) == (codes is None):
         raise SettingsError("give either images or codes to invert")
     if images is not None:
-        if not torch.is_tensor(images) and np.asarray(images).dtype.kind not in "fiu":
-            raise SettingsError(f"images must be real numbers, not {np.asarray(images).dtype}")
-        shape = tuple(images.shape) if torch.is_tensor(images) else np.asarray(images).shape
+        array = images if torch.is_tensor(images) else np.asarray(images)
+        if not torch.is_tensor(array) and array.dtype.kind not in "fiu":
+            raise SettingsError(f"images must be real numbers, not {array.dtype}")
+        shape = tuple(array.shape)
         if len(shape) != 4 or shape[1] != rep.in_channels:
             raise SettingsError(f"images must be (N, {rep.in_channels}, H, W), not {shape}")
         if shape[0] == 0:
@@ -276,11 +275,11 @@ def _shape(rep, images, codes, image_size) -> tuple[tuple[int, int, int], int]:
             and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in image_size)):
         raise SettingsError(f"inverting codes needs image_size=(H, W), two positive integers giving the size of "
                             f"the image to reconstruct, not {image_size!r}")
-    dtype = codes.dtype if torch.is_tensor(codes) else np.asarray(codes).dtype
-    if not (dtype.is_floating_point if torch.is_tensor(codes) else dtype.kind == "f"):
-        raise CodeError(f"codes must hold real floating-point values, not {dtype}; a code is what the "
+    array = codes if torch.is_tensor(codes) else np.asarray(codes)
+    if not (array.dtype.is_floating_point if torch.is_tensor(array) else array.dtype.kind == "f"):
+        raise CodeError(f"codes must hold real floating-point values, not {array.dtype}; a code is what the "
                         f"representation computes (float32)")
-    code_shape = tuple(codes.shape) if torch.is_tensor(codes) else np.asarray(codes).shape
+    code_shape = tuple(array.shape)
     if len(code_shape) < 2 or code_shape[0] == 0:
         raise CodeError(f"codes of shape {code_shape} are not a batch of one or more codes")
     h, w = (int(v) for v in image_size)

@@ -53,7 +53,7 @@ def describe_run(rep, **fields) -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def record(runs: Mapping[str, "InversionResult | dict"], *, kind: str, images: list[str] | None = None,
+def record(runs: Mapping[str, "InversionResult | dict"], *, kind: str, image_names: list[str] | None = None,
            profile: str | None = None, **extra) -> dict:
     """The provenance record of a result, figure or table made from ``runs`` ({name: an
     InversionResult, or a run already described as one}): what every JSON the project writes holds."""
@@ -61,10 +61,11 @@ def record(runs: Mapping[str, "InversionResult | dict"], *, kind: str, images: l
     reps = [r["representation"] for r in described.values()]
     models = list(dict.fromkeys(r["model"] for r in reps))
     weights = list(dict.fromkeys(weights_label(r["weights"], r["trained"]) for r in reps))
-    if images is None:
-        images = next((r.get("images") for r in described.values() if r.get("images")), None)
+    if image_names is None:
+        image_names = next((r.get("images") for r in described.values() if r.get("images")), None)
     out = {"schema": SCHEMA, "kind": kind, "model": ", ".join(models), "weights": "; ".join(weights),
-           "trained": all(r["trained"] for r in reps), "images": list(images) if images is not None else None,
+           "trained": all(r["trained"] for r in reps),
+           "images": list(image_names) if image_names is not None else None,
            "profile": profile, "runs": described, **extra, "versions": versions(),
            "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": f"{platform.node()} ({platform.machine()})"}
@@ -156,7 +157,7 @@ class InversionResult:
                 np.savez_compressed(f, x=self.x, error=self.error, items=self.items,
                                     **{f"energy_{k}": v for k, v in self.energies.items()})
         extra = dict(extra or {})
-        write_json(js, record({self.provenance["label"]: self}, kind="result", images=self.provenance.get("images"),
+        write_json(js, record({self.provenance["label"]: self}, kind="result", image_names=self.provenance.get("images"),
                               profile=extra.pop("profile", None), **extra))
         return npz, js
 

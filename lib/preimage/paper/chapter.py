@@ -3,6 +3,7 @@ aloud), the layers standing in for the paper's names, where the figures go, and 
 invert and to save a figure with its provenance record."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,21 +47,23 @@ class Chapter:
         """The provenance record of a figure made from ``results`` ({layer: InversionResult})."""
         return record(results, kind="figure", profile=self.profile, stand_ins=self.stand_ins, **extra)
 
-    def save(self, fig, name: str, results_or_record: dict, **extra) -> list[Path]:
-        """Write ``out/name``.png, .pdf and .json; the JSON is ``record(results, **extra)``, or
-        the record given."""
-        rec = results_or_record if "schema" in results_or_record else self.record(results_or_record, **extra)
-        paths = figures.save(fig, self.out / name, rec)
+    def save(self, fig, name: str, record: dict) -> list[Path]:
+        """Write ``out/name``.png, .pdf and .json (``record``, from ``self.record``)."""
+        paths = figures.save(fig, self.out / name, record)
         print("wrote " + ", ".join(str(p) for p in paths))
         return paths
 
 
-def chapter(name: str, *, model: str = "auto", weights: str | None = "auto", profile: str = "quick",
-            output_dir: str | Path = "../figures", seed: int = 0, device: str = "auto", progress: bool = True,
-            paper_layers: list[str] = ()) -> Chapter:
-    """Set up notebook ``name``: resolve ``model`` 'auto' (AlexNet with ImageNet weights where they
-    can be had, else the offline EfficientNet-Lite0, with a warning), check the profile, find the
-    layer standing in for each of ``paper_layers`` (CaffeNet's names), and print what was chosen."""
+def chapter(name: str, parameters: Mapping, paper_layers: list[str] = ()) -> Chapter:
+    """Set up notebook ``name`` from its ``parameters`` (the names its parameters cell defines:
+    model, weights, profile, output_dir, seed, device, progress; a notebook passes ``globals()``):
+    resolve ``model`` 'auto' (AlexNet with ImageNet weights where they can be had, else the offline
+    EfficientNet-Lite0, with a warning), check the profile, find the layer standing in for each of
+    ``paper_layers`` (CaffeNet's names), and print what was chosen."""
+    model, weights = parameters.get("model", "auto"), parameters.get("weights", "auto")
+    profile, output_dir = parameters.get("profile", "quick"), parameters.get("output_dir", "../figures")
+    seed, device = parameters.get("seed", 0), parameters.get("device", "auto")
+    progress = parameters.get("progress", True)
     recipes.recipe(model, None, profile=profile)  # an unknown profile fails here
     if model == "auto":
         model, weights = representations.resolve_auto()

@@ -306,7 +306,7 @@ def save_items(p: Plan, rep, batch: list[Item], x0: torch.Tensor, result, part: 
         relative = float(np.sqrt(distance2[b]) / norm0[b])
         run = {**result.provenance, "time_s": result.time_s / len(batch), "error": [relative], "items": [[0, 0, 0]]}
         write_json(path, record(
-            {item.layer: run}, kind="item", images=[item.image], profile=p.profile, format=ITEM_FORMAT,
+            {item.layer: run}, kind="item", image_names=[item.image], profile=p.profile, format=ITEM_FORMAT,
             image=item.image, layer=item.layer, lambda_tv=item.lambda_tv, lambda_vbeta=item.lambda_tv / 2,
             relative_error=relative, distance2=float(distance2[b]), reference_norm=float(norm0[b]),
             time_s=result.time_s / len(batch), shard=list(part), config=p.config(item.layer),
@@ -340,7 +340,7 @@ class Table:
                                "time_s": round(sum(r["time_s"] for r in recs), 2),
                                "error": [r["relative_error"] for r in recs], "items": None,
                                "device": ", ".join(sorted({r["runs"][layer]["device"] for r in recs}))}
-        return record(runs, kind="table", images=p.names, profile=profile or p.profile, **extra,
+        return record(runs, kind="table", image_names=p.names, profile=profile or p.profile, **extra,
                       image_size=list(p.rgb.shape[2:]), lambda_tvs=list(p.lambda_tvs), normalisation=NOTE,
                       missing=[f"{it.layer} λ_TV={it.lambda_tv:g} {it.image}" for it in self.missing],
                       table={f"{layer} λ_Vβ={v / 2:g}": {NORMALISED: [round(r.mean, 2), round(r.std, 2)],

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import WeightsError
+from . import read_bytes
 
 # V1LayerParameter.LayerType, named as Caffe's UpgradeV1LayerType names them in LayerParameter.
 V1_TYPES = {
@@ -224,15 +225,10 @@ def read_caffemodel(path: str | Path) -> tuple[str, list[CaffeLayer]]:
     """The net name and the layers, in file order, of the .caffemodel at ``path``. Anything that
     is not a well-formed file raises WeightsError saying what is wrong, where, and what to do."""
     path = Path(path)
-    fix = "The file is corrupt, truncated or not a .caffemodel; re-download it from where it was published"
-    try:
-        buf = path.read_bytes()
-    except OSError as e:
-        raise WeightsError(f"cannot read Caffe model {path}: {e.strerror or e}. {fix}") from None
-    if not buf:
-        raise WeightsError(f"Caffe model {path} is empty. {fix}")
+    fix = "the file is corrupt, truncated or not a .caffemodel; re-download it from where it was published"
+    buf = read_bytes(path, "Caffe model", fix)
     try:
         return _Reader(buf).net()
     except _Malformed as e:
         raise WeightsError(f"{path} is not a valid Caffe .caffemodel: {e.what} (at byte "
-                           f"{e.offset} of {len(buf)}). {fix}") from None
+                           f"{e.offset} of {len(buf)}); {fix}") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import WeightsError
+from . import read_bytes
 
 ATTRIBUTES = ("stride", "pad", "pool", "method", "param")  # the layer fields kept as attributes
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -60,10 +61,7 @@ def read_matconvnet(path: str | Path) -> MatConvNetModel:
     a damaged file, a .mat without ``layers``) raises WeightsError saying what to do."""
     path = Path(path)
     fix = "re-download it from where it was published"
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise WeightsError(f"cannot read MatConvNet model {path}: {e.strerror or e}; {fix}") from None
+    data = read_bytes(path, "MatConvNet model", fix)
     if data.startswith(b"MATLAB 7.3 MAT-file") or _HDF5_SIGNATURE in (data[:8], data[512:520]):
         raise WeightsError(
             f"{path} is a MATLAB v7.3 (HDF5) .mat file, which this reader cannot read. Re-save it "
