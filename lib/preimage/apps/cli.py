@@ -130,11 +130,7 @@ def _model_args(p):
 
 
 def cmd_layers(args) -> int:
-    rows = representations.layers(args.model)
-    print(f"{'layer':8} {'channels':>8} {'field':>6} {'stride':>6} {'offset':>7}")
-    for l in rows:
-        rf = l.receptive_field
-        print(f"{l.name:8} {l.channels:8d} {rf.size:6d} {rf.stride:6d} {rf.offset:7.1f}")
+    print(representations.layer_table(args.model))
     return 0
 
 

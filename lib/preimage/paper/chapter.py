@@ -3,11 +3,14 @@ aloud), the layers standing in for the paper's names, where the figures go, and 
 invert and to save a figure with its provenance record."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import figures, representations
+from ..errors import SettingsError
 from ..engine.results import InversionResult, record
 from . import recipes, sweep
 
@@ -19,7 +22,7 @@ class Chapter:
     with a note per stand-in (``stand_ins``)."""
 
     name: str
-    model: str
+    model: str | None
     weights: str | None
     profile: str
     out: Path
@@ -54,17 +57,44 @@ class Chapter:
         return paths
 
 
-def chapter(name: str, parameters: Mapping, paper_layers: list[str] = ()) -> Chapter:
+OVERRIDES = "PREIMAGE_NOTEBOOK_PARAMETERS"
+
+
+def apply_overrides(parameters: MutableMapping) -> dict:
+    """Replace names in ``parameters`` (a notebook's globals()) with those of the JSON object in
+    $PREIMAGE_NOTEBOOK_PARAMETERS, and print them: what papermill's injected cell does, for a
+    runner that executes the stored notebook as it is (nbval, in the test suite), so that its
+    figures go to a temporary folder. Returns the names replaced."""
+    text = os.environ.get(OVERRIDES)
+    if not text:
+        return {}
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SettingsError(f"${OVERRIDES} is not JSON ({e}); give an object such as "
+                            f'{{"output_dir": "/tmp/figures"}}, or unset it') from None
+    if not isinstance(overrides, dict):
+        raise SettingsError(f"${OVERRIDES} must be a JSON object of parameter names, not {text!r}")
+    parameters.update(overrides)
+    print(f"parameters set by ${OVERRIDES}: " + ", ".join(f"{k}={v!r}" for k, v in overrides.items()))
+    return overrides
+
+
+def chapter(name: str, parameters: MutableMapping, paper_layers: list[str] = (), network: bool = True) -> Chapter:
     """Set up notebook ``name`` from its ``parameters`` (the names its parameters cell defines:
-    model, weights, profile, output_dir, seed, device, progress; a notebook passes ``globals()``):
-    resolve ``model`` 'auto' (AlexNet with ImageNet weights where they can be had, else the offline
-    EfficientNet-Lite0, with a warning), check the profile, find the layer standing in for each of
-    ``paper_layers`` (CaffeNet's names), and print what was chosen."""
+    model, weights, profile, output_dir, seed, device, progress; a notebook passes ``globals()``,
+    and ``apply_overrides`` may change them there): check the profile, resolve ``model`` 'auto'
+    (AlexNet with ImageNet weights where they can be had, else the offline EfficientNet-Lite0,
+    with a warning) unless the chapter uses no network (``network`` False), find the layer
+    standing in for each of ``paper_layers`` (CaffeNet's names), and print what was chosen."""
+    apply_overrides(parameters)
     model, weights = parameters.get("model", "auto"), parameters.get("weights", "auto")
     profile, output_dir = parameters.get("profile", "quick"), parameters.get("output_dir", "../figures")
     seed, device = parameters.get("seed", 0), parameters.get("device", "auto")
     progress = parameters.get("progress", True)
-    recipes.recipe(model, None, profile=profile)  # an unknown profile fails here
+    recipes.recipe("hog", None, profile=profile)  # an unknown profile fails here
+    if not network:
+        return Chapter(name, None, None, profile, Path(output_dir) / name, seed, device, progress)
     if model == "auto":
         model, weights = representations.resolve_auto()
     names = [info.name for info in representations.layers(model)]

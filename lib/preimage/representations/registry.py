@@ -69,6 +69,16 @@ def layers(model: str) -> list[LayerInfo]:
     return _model(model).table()
 
 
+def layer_table(model: str) -> str:
+    """``model``'s layers as a text table: channels, and the receptive field's size, stride and
+    offset in pixels (what ``python -m preimage layers`` prints)."""
+    lines = [f"{'layer':8} {'channels':>8} {'field':>6} {'stride':>6} {'offset':>7}"]
+    for info in layers(model):
+        rf = info.receptive_field
+        lines.append(f"{info.name:8} {info.channels:8d} {rf.size:6d} {rf.stride:6d} {rf.offset:7.1f}")
+    return "\n".join(lines)
+
+
 def get(model: str, layer: str | None = None, weights: str | None = None, seed: int = 0) -> Representation:
     """``model`` truncated at ``layer``. ``model`` 'auto' is AlexNet with ImageNet weights where
     they can be had, else EfficientNet-Lite0 (see ``resolve_auto``).
