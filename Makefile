@@ -1,5 +1,5 @@
-# Two commands for a fresh clone (Linux, Python 3.11): `make figures` and `make test`.
-# The first run of either creates .venv and installs everything into it.
+# Three commands for a fresh clone (Linux, Python 3.11): `make figures`, `make test` and `make book`.
+# The first run of any creates .venv and installs everything into it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +13,7 @@ FORCE ?=
 # (on the build machines they install from local wheels; elsewhere pip downloads them).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: figures test venv clean
+.PHONY: figures test book venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ figures: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the notebooks as `make figures` runs them (up-to-date executed copies reused), then the site
+# in build/book/; everything offline
+book: $(STAMP)
+	$(PY) tools/build_book.py --profile $(PROFILE) --device $(DEVICE) $(if $(FORCE),--force)
 
 clean:
 	rm -rf build .pytest_cache

@@ -17,6 +17,8 @@ html_theme = "sphinx_book_theme"
 html_static_path = ["_static"]
 html_theme_options = {"home_page_in_toc": True, "show_toc_level": 2, "use_download_button": True}
 html_show_sourcelink = False
+html_context = {"default_mode": "light"}  # the theme logs an error for the empty default
+html_favicon = "_static/favicon.png"  # without one, every browser asks for /favicon.ico and gets a 404
 
 # MathJax 2 from the jupyter-server-mathjax package, served by the site itself (staged into
 # _static/mathjax); it ships the STIX web fonts only, so those are the ones to use.
@@ -26,7 +28,10 @@ mathjax2_config = {
     "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": True,
                 "processEnvironments": True, "ignoreClass": "document",
                 "processClass": "math|output_area|tex2jax_process"},
+    # MathJax measures with a blank font at url('about:blank'), which Chromium refuses (a console
+    # error); a local() source measures the same way
     "HTML-CSS": {"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web", "webFont": "STIX-Web",
-                 "imageFont": None},
+                 "imageFont": None, "styles": {"@font-face": {"font-family": "MathJax_Blank",
+                                                               "src": "local('MathJax_Blank')"}}},
     "messageStyle": "none",
 }

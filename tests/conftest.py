@@ -72,3 +72,33 @@ def small_images():
     """Two different 33x33 photos as (2, 3, 33, 33) mean-subtracted inputs of the linear rep."""
     rgbs = [preimage.images.fit(preimage.images.load(name)[0], 33) for name in ("astronaut", "chelsea")]
     return torch.cat([preimage.images.to_input(rgb, LINEAR_MEAN) for rgb in rgbs])
+
+
+@pytest.fixture(scope="session")
+def notebook_run(request, tmp_path_factory):
+    """``run(book)`` -> (figures folder, executed copy) of a numbered notebook in its quick
+    profile on the CPU: nbval's run of this session (conftest.py at the top) where it ran the
+    whole notebook, else one papermill run, made once per session."""
+    import run_notebooks
+
+    runs = request.config.pluginmanager.get_plugin("preimage_notebook_runs")
+    done = {}
+
+    def run(book: Path) -> tuple[Path, Path]:
+        if book.stem not in done:
+            if runs is not None and runs.failures(book.stem):
+                pytest.fail(f"nbval's run of {book.name} failed at {', '.join(runs.failures(book.stem))}; "
+                            f"its report above has the traceback")
+            if runs is not None and runs.complete(book.stem):
+                done[book.stem] = runs.figures, runs.executed(book.stem)
+            else:
+                root = tmp_path_factory.mktemp(book.stem)
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.delenv("PREIMAGE_NOTEBOOK_PARAMETERS", raising=False)
+                    executed = run_notebooks.run(book, {"profile": "quick", "device": "cpu",
+                                                        "output_dir": str(root / "figures"), "progress": False},
+                                                 executed=root / "executed")
+                done[book.stem] = root / "figures", executed
+        return done[book.stem]
+
+    return run

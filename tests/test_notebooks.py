@@ -1,5 +1,5 @@
-"""Every notebook runs headless under papermill in its quick profile and writes its figures
-with provenance."""
+"""Every notebook runs headless in its quick profile (under nbval in the full suite, else
+papermill: the ``notebook_run`` fixture) and writes its figures with provenance."""
 import json
 from pathlib import Path
 
@@ -13,10 +13,8 @@ BOOKS = notebooks.discover()
 
 @pytest.mark.slow
 @pytest.mark.parametrize("book", BOOKS, ids=[b.stem for b in BOOKS])
-def test_notebook_runs_in_quick_profile(book: Path, tmp_path):
-    figures = tmp_path / "figures"
-    executed = notebooks.run(book, {"profile": "quick", "device": "cpu", "output_dir": str(figures),
-                                    "progress": False}, executed=tmp_path / "executed")
+def test_notebook_runs_in_quick_profile(book: Path, notebook_run):
+    figures, executed = notebook_run(book)
     assert executed.is_file()
     written = sorted((figures / book.stem).glob("*.png"))
     assert written, f"{book.name} wrote no figure"

@@ -102,6 +102,19 @@ def test_seed_changes_result(linear_rep, small_images):
     assert np.array_equal(a.x, b.x) and not np.allclose(a.x, c.x)
 
 
+def test_a_float64_representation_runs_in_float64(linear_rep, small_images):
+    # float32 and float64 runs of a linear (kink-free) map agree to float32's rounding; the
+    # float64 run keeps its type end to end (chapter zero compares it with a plain-torch loop)
+    rep = linear_rep()
+    sch = Schedule(((0.004, 20), (0.0004, 10)))
+    single = run(rep, small_images[:1], schedule=sch)
+    double = run(linear_rep().double(), small_images[:1].double(), schedule=sch)
+    assert single.x.dtype == np.float32 and double.x.dtype == np.float64
+    assert np.abs(double.x - single.x).max() < 1e-3 * np.abs(double.x).max()
+    codes = run(linear_rep().double(), codes=rep(small_images[:1]).detach(), image_size=(33, 33), schedule=sch)
+    assert codes.x.dtype == np.float64
+
+
 # ----------------------------------------------------------------------------- convergence
 
 

@@ -2,6 +2,8 @@
 and the panel layout built from them."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -96,3 +98,19 @@ def test_a_chapter_sets_up_from_the_parameters_cell(tmp_path, capsys):
     assert [p.name for p in paths] == ["fig.png", "fig.pdf", "fig.json"]
     with pytest.raises(UnknownNameError, match="valid profiles"):
         chapter("99_test", {**params, "profile": "fast"})
+
+
+def test_the_environment_sets_a_chapters_parameters_aloud(tmp_path, capsys, monkeypatch):
+    # what nbval's run in the test suite relies on: papermill's injection, for a stored notebook
+    from preimage.paper.chapter import OVERRIDES, chapter
+
+    namespace = {"profile": "paper", "output_dir": "../figures", "device": "auto", "seed": 0, "progress": True}
+    monkeypatch.setenv(OVERRIDES, json.dumps({"profile": "quick", "output_dir": str(tmp_path), "progress": False}))
+    ch = chapter("98_test", namespace, network=False)
+    assert namespace["profile"] == "quick" and namespace["progress"] is False and ch.model is None
+    assert ch.out == tmp_path / "98_test" and ch.quick
+    assert f"parameters set by ${OVERRIDES}: profile='quick'" in capsys.readouterr().out
+    for bad, message in (("{not json", "is not JSON"), ("[1, 2]", "must be a JSON object")):
+        monkeypatch.setenv(OVERRIDES, bad)
+        with pytest.raises(SettingsError, match=message):
+            chapter("98_test", dict(namespace), network=False)

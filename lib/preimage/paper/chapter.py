@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import figures, representations
-from ..errors import SettingsError
 from ..engine.results import InversionResult, record
+from ..errors import SettingsError
 from . import recipes, sweep
 
 
