@@ -24,7 +24,8 @@ def first_convolution(rep) -> nn.Conv2d:
 
 def colour_selectivity(conv: nn.Conv2d) -> np.ndarray:
     """Per output filter, the share of its energy that is chromatic: ‖w − mean over RGB of w‖²
-    / ‖w‖² (0 for a filter that weights R, G and B alike, up to 2/3 for a single-channel one)."""
+    / ‖w‖² (0 for a filter that weights R, G and B alike, 2/3 for a single-channel one, up to 1
+    for a colour-opponent one)."""
     w = conv.weight.detach().double()
     chroma = w - w.mean(1, keepdim=True)
     return (chroma.pow(2).sum((1, 2, 3)) / w.pow(2).sum((1, 2, 3)).clamp_min(1e-30)).numpy()
