@@ -95,8 +95,9 @@ def chapter(name: str, parameters: MutableMapping, paper_layers: list[str] = (),
     recipes.recipe("hog", None, profile=profile)  # an unknown profile fails here
     if not network:
         return Chapter(name, None, None, profile, Path(output_dir) / name, seed, device, progress)
-    if model == "auto":
-        model, weights = representations.resolve_auto()
+    if model == "auto":  # the network auto picks, with its weights unless the notebook names others
+        model, auto_weights = representations.resolve_auto()
+        weights = auto_weights if weights == "auto" else weights
     names = [info.name for info in representations.layers(model)]
     layers, notes = {}, []
     for paper_name in paper_layers:
