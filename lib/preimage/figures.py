@@ -101,8 +101,10 @@ def energy_plot(curves: dict[str, np.ndarray], title: str = "", term: str = "los
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for label, values in curves.items():
-        ax.semilogy(np.arange(1, len(values) + 1), values, label=label)
+    # matplotlib's default cycle repeats after ten colours: one colour per line for up to twenty
+    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
+    for (label, values), colour in zip(curves.items(), colours * (len(curves) // len(colours) + 1)):
+        ax.semilogy(np.arange(1, len(values) + 1), values, label=label, color=colour)
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"{term} term")
     ax.set_title(title, fontsize=9)
