@@ -83,6 +83,14 @@ def gib(n: float) -> str:
     return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 28 else f"{n / 2 ** 20:.0f} MiB"
 
 
+def value_type(rep) -> torch.dtype:
+    """The type a run computes in: float32, or the representation's own floating type
+    (``rep.double()`` makes a whole run float64: for checks against another implementation,
+    where float32's rounding would flip a ReLU somewhere along 400 iterations)."""
+    tensor = next((t for t in (*rep.parameters(), *rep.buffers()) if t.is_floating_point()), None)
+    return torch.float32 if tensor is None else tensor.dtype
+
+
 def _per_pixel(rep) -> tuple[float, float]:
     """(values autograd saves for the backward pass, values of the code), per input pixel, from
     one forward pass with gradients at the layer's smallest accepted size: every saved tensor is
@@ -100,7 +108,8 @@ def _per_pixel(rep) -> tuple[float, float]:
         return t
 
     p = next(rep.parameters(), next(rep.buffers(), None))
-    x = torch.zeros(1, rep.in_channels, side, side, device=p.device if p is not None else "cpu", requires_grad=True)
+    x = torch.zeros(1, rep.in_channels, side, side, device=p.device if p is not None else "cpu",
+                    dtype=value_type(rep), requires_grad=True)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         code = rep(x)
     _probes[rep] = (saved / side ** 2, code.numel() / side ** 2)
@@ -112,7 +121,7 @@ def per_item(rep, shape: tuple[int, int, int], iterations: int) -> int:
     c, h, w = shape
     saved, code = _per_pixel(rep)
     values = (IMAGE_COPIES * c + ACTIVATION_COPIES * saved + CODE_COPIES * code) * float(h) * float(w)
-    return int(4 * values + 4 * RECORD_TERMS * iterations)
+    return int(value_type(rep).itemsize * values + 4 * RECORD_TERMS * iterations)
 
 
 def batch_size(rep, shape: tuple[int, int, int], items: int, iterations: int, device: torch.device,

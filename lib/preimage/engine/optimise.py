@@ -301,7 +301,7 @@ def _targets(rep, images, codes, shape, options: RunOptions) -> torch.Tensor:
     """The codes to match, computed ``options.batch_size`` images at a time, or the codes given."""
     device = options.device
     if images is not None:
-        images = torch.as_tensor(images, dtype=compute_dtype(rep))
+        images = torch.as_tensor(images, dtype=budget.value_type(rep))
         with torch.no_grad():
             targets = torch.cat([rep(images[lo:lo + options.batch_size].to(device))
                                  for lo in range(0, len(images), options.batch_size)])
@@ -311,7 +311,7 @@ def _targets(rep, images, codes, shape, options: RunOptions) -> torch.Tensor:
         return targets
     _, h, w = shape
     expected = rep.code_shape(h, w)
-    codes = torch.as_tensor(codes, dtype=compute_dtype(rep))
+    codes = torch.as_tensor(codes, dtype=budget.value_type(rep))
     if tuple(codes.shape[1:]) != expected:
         raise CodeError(f"code shape {tuple(codes.shape[1:])} does not match {rep.model} {rep.layer}, whose "
                         f"code for a {h}x{w} image has shape {expected}; encode the image with the same "
@@ -319,14 +319,6 @@ def _targets(rep, images, codes, shape, options: RunOptions) -> torch.Tensor:
     if not torch.isfinite(codes).all():
         raise CodeError("the code holds NaN or Inf values")
     return codes.to(device)
-
-
-def compute_dtype(rep) -> torch.dtype:
-    """float32, or the representation's own floating type (``rep.double()`` makes a whole run
-    float64: for checks against another implementation, where float32's rounding would flip a
-    ReLU somewhere along 400 iterations)."""
-    tensor = next((t for t in list(rep.parameters()) + list(rep.buffers()) if t.is_floating_point()), None)
-    return torch.float32 if tensor is None else tensor.dtype
 
 
 def pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
