@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -72,6 +73,13 @@ class NotebookRuns:
         # a cell that ran but printed other than its stored output fails nbval's check alone
         if report.failed and "Cell outputs differ" not in str(call.excinfo.value if call.excinfo else ""):
             run["failed"].append(item.name)
+
+    def pytest_unconfigure(self, config):
+        # a failed run's figures and executed copies stay for a look; a clean one leaves nothing
+        if any(run["failed"] for run in self.notebooks.values()):
+            print(f"\nthe notebooks' run is kept in {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def complete(self, stem: str) -> bool:
         """True when nbval ran every code cell of notebook ``stem`` in this session and none
