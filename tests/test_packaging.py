@@ -42,30 +42,33 @@ def test_environment_yml_matches_pyproject():
     assert conda == pip
 
 
-CHECKED = "# NBVAL_CHECK_OUTPUT"
-
-
 def test_notebooks_are_stored_without_outputs_and_have_parameters():
-    """Only the cells nbval compares keep a stored output (text, a few lines): see the README."""
     books = sorted((ROOT / "notebooks").glob("*.ipynb"))
     assert books, "no notebooks"
     for book in books:
         nb = json.loads(book.read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        for c in code:
-            source = "".join(c["source"])
-            if CHECKED in source:
-                assert c["outputs"] and c["execution_count"] is not None, \
-                    f"{book.name}: a checked cell without its stored output; run tools/store_checked_outputs.py"
-                kinds = {k for o in c["outputs"] for k in o.get("data", {})}
-                assert kinds <= {"text/plain", "text/markdown", "text/html"}, (book.name, kinds)
-                assert len(json.dumps(c["outputs"])) < 8000, f"{book.name}: a stored output of over 8 kB"
-            else:
-                assert not c.get("outputs") and c.get("execution_count") is None, (book.name, source[:60])
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), book.name
         tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{book.name} needs exactly one cell tagged 'parameters'"
         for name in ("profile", "device", "output_dir", "seed", "progress"):
             assert re.search(rf"^{name}\s*=", "".join(tagged[0]["source"]), re.M), (book.name, name)
+
+
+def test_every_checked_cell_has_its_expected_output_and_no_other():
+    """The cells nbval compares (# NBVAL_CHECK_OUTPUT) and notebooks/checked_outputs.json agree:
+    each has a text output of a few lines, and no entry is left for a cell that is gone."""
+    expected = json.loads((ROOT / "notebooks" / "checked_outputs.json").read_text())
+    marked = {book.stem: ["".join(c["source"]) for c in json.loads(book.read_text())["cells"]
+                          if c["cell_type"] == "code" and "# NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
+              for book in sorted((ROOT / "notebooks").glob("*.ipynb"))}
+    marked = {stem: cells for stem, cells in marked.items() if cells}
+    assert {stem: [c["source"] for c in cells] for stem, cells in expected.items()} == marked, \
+        "the checked cells changed: run make figures, then python tools/store_checked_outputs.py"
+    for cells in expected.values():
+        for cell in cells:
+            assert cell["outputs"] and len(json.dumps(cell["outputs"])) < 8000
+            assert {k for o in cell["outputs"] for k in o.get("data", {})} <= {"text/plain", "text/markdown", "text/html"}
 
 
 @pytest.mark.slow

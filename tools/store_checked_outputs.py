@@ -1,14 +1,16 @@
 """Store the outputs nbval compares: ``python tools/store_checked_outputs.py [NAME ...]``.
 
-The notebooks are stored without outputs, except the cells marked ``# NBVAL_CHECK_OUTPUT``:
-``pytest --nbval-lax`` compares what those print with what is stored. This copies their outputs
-(text only) from the executed copies that ``make figures`` leaves in build/notebooks/ into the
-stored notebooks, and clears every other output. Run it after changing such a cell (or what it
-prints), read the diff, and commit it.
+The notebooks are stored without outputs. The cells marked ``# NBVAL_CHECK_OUTPUT`` print
+something deterministic that ``pytest --nbval-lax`` compares with an expected output; those
+expected outputs (text only) live in notebooks/checked_outputs.json, keyed by notebook and cell
+source, and conftest.py hands them to nbval. This copies them from the executed copies that
+``make figures`` leaves in build/notebooks/ and clears any output left in the stored notebooks.
+Run it after changing such a cell (or what it prints), read the diff, and commit it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -18,44 +20,44 @@ import run_notebooks
 from preimage.atomic import write_text
 
 MARK = "# NBVAL_CHECK_OUTPUT"
+EXPECTED = run_notebooks.NOTEBOOKS / "checked_outputs.json"
 TEXT_OUTPUTS = ("stream", "execute_result", "display_data")
 
 
 def checked(cell) -> bool:
-    return cell.cell_type == "code" and MARK in cell.source
+    return cell["cell_type"] == "code" and MARK in "".join(cell["source"])
 
 
-def text_only(output):
-    """``output`` without images (nbval does not compare them, and they would bloat the notebook)."""
-    if output.output_type == "stream":
-        return output
-    data = {k: v for k, v in output.get("data", {}).items() if k.startswith("text/")}
-    return nbformat.from_dict({**output, "data": data, "metadata": {}}) if data else None
+def text_only(output: dict) -> dict | None:
+    """``output`` without images (nbval does not compare them) or execution counts."""
+    if output["output_type"] == "stream":
+        return {"output_type": "stream", "name": output["name"], "text": "".join(output["text"])}
+    data = {k: "".join(v) for k, v in output.get("data", {}).items() if k.startswith("text/")}
+    return {"output_type": "display_data", "data": data, "metadata": {}} if data else None
 
 
-def store(book: Path, executed: Path) -> int:
-    """Update ``book`` from ``executed``; returns how many checked cells it holds."""
-    nb = nbformat.read(book, as_version=4)
+def expected_outputs(book: Path, executed: Path) -> list[dict]:
+    """[{"source", "outputs"}] for each checked cell of ``book``, from ``executed``."""
     ran = {c.source: c for c in nbformat.read(executed, as_version=4).cells if checked(c)}
-    count = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
+    found = []
+    for cell in nbformat.read(book, as_version=4).cells:
         if not checked(cell):
-            cell.outputs, cell.execution_count = [], None
             continue
         if cell.source not in ran:
             raise SystemExit(f"error: {executed} has no run of the checked cell starting "
                              f"{cell.source.splitlines()[1:2]} of {book.name}; run make figures first")
-        count += 1
-        outputs = [o for o in (text_only(o) for o in ran[cell.source].outputs
-                               if o.output_type in TEXT_OUTPUTS) if o is not None]
-        for o in outputs:
-            if o.output_type == "execute_result":
-                o.execution_count = count
-        cell.outputs, cell.execution_count = outputs, count
+        outputs = [text_only(o) for o in ran[cell.source].outputs if o.output_type in TEXT_OUTPUTS]
+        found.append({"source": cell.source, "outputs": [o for o in outputs if o is not None]})
+    return found
+
+
+def strip(book: Path) -> None:
+    """Store ``book`` without outputs."""
+    nb = nbformat.read(book, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     write_text(book, nbformat.writes(nb) + "\n")
-    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executed", type=Path, default=run_notebooks.EXECUTED,
                    help="folder of executed copies (default build/notebooks/)")
     args = p.parse_args(argv)
+    stored = json.loads(EXPECTED.read_text()) if EXPECTED.is_file() else {}
     for book in run_notebooks.discover(args.names or None):
         executed = args.executed / book.name
         if not executed.is_file():
             raise SystemExit(f"error: no executed copy {executed}; run make figures first")
-        print(f"{book.name}: {store(book, executed)} checked cells stored")
+        cells = expected_outputs(book, executed)
+        if cells:
+            stored[book.stem] = cells
+        else:
+            stored.pop(book.stem, None)
+        strip(book)
+        print(f"{book.name}: {len(cells)} checked cells stored in {EXPECTED.name}")
+    write_text(EXPECTED, json.dumps(dict(sorted(stored.items())), indent=1, ensure_ascii=False) + "\n")
     return 0
 
 
