@@ -178,7 +178,7 @@ def _check_page(page, name: str) -> None:
     assert not raw, f"{name}: math left unrendered ({sorted(set(raw))[:5]})"
 
 
-def test_build_book_names_what_is_missing(tmp_path, capsys):
+def test_build_book_names_what_is_missing(tmp_path):
     with pytest.raises(SystemExit) as e:
         build_book.main(["--executed", str(tmp_path)])
     assert "no executed copy of" in str(e.value) and "make figures" in str(e.value)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import figures, representations
 from ..engine.results import InversionResult, record
-from ..errors import SettingsError
+from ..errors import SettingsError, unknown
 from . import recipes, sweep
 
 
@@ -92,7 +92,8 @@ def chapter(name: str, parameters: MutableMapping, paper_layers: list[str] = (),
     profile, output_dir = parameters.get("profile", "quick"), parameters.get("output_dir", "../figures")
     seed, device = parameters.get("seed", 0), parameters.get("device", "auto")
     progress = parameters.get("progress", True)
-    recipes.recipe("hog", None, profile=profile)  # an unknown profile fails here
+    if profile not in recipes.PROFILES:
+        raise unknown("profile", profile, recipes.PROFILES)
     if not network:
         return Chapter(name, None, None, profile, Path(output_dir) / name, seed, device, progress)
     if model == "auto":  # the network auto picks, with its weights unless the notebook names others
