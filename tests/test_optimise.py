@@ -163,7 +163,7 @@ def test_adam_runs_and_reduces_the_loss(linear_rep, small_images):
 
 def test_bad_optimizer_and_restarts(linear_rep, small_images):
     rep = linear_rep()
-    with pytest.raises(SettingsError, match="valid optimizers: sgd, adam"):
+    with pytest.raises(SettingsError, match="valid optimizers: sgd, adagrad, adam"):
         run(rep, small_images, optimizer="lbfgs")
     with pytest.raises(SettingsError, match="restarts"):
         run(rep, small_images, restarts=0)

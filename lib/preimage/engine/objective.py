@@ -1,13 +1,17 @@
-"""The objective of §1: normalised masked feature loss + α-norm + V^β total variation.
+"""The objective of §1: normalised masked feature loss + α-norm + V^β total variation, in the
+two forms the papers give it.
 
 Everything is per batch item, so a batch of images × restarts × settings is as many
 independent problems, and summing the per-item energies gives each item its own gradient.
-In pixel units (x = mean-subtracted image, 0..255 scale):
+In pixel units (x = mean-subtracted image, 0..255 scale), the CVPR 2015 form is
 
-    E(x) = loss(Φ(x), Φ0) + [ (λ_TV/2)·TV_β(x) + (λ_L2/2)·Σ|x|^α ] / σ²
+    E(x) = C·loss(Φ(x), Φ0) + [ (λ_TV/2)·TV_β(x) + (λ_L2/2)·Σ|x|^α ] / σ²
 
 which in the paper's variable u = x/σ reads loss + λ_Vβ·σ^(β−2)·R_Vβ(u) + λ_α·R_α(u) with
-λ_Vβ = λ_TV/2 and λ_α = (λ_L2/2)·σ^(α−2).
+λ_Vβ = λ_TV/2 and λ_α = (λ_L2/2)·σ^(α−2) (C = 1 in the paper). The IJCV 2016 form averages the
+regularisers over the H×W pixels of x and takes the α-norm of each pixel's colour vector:
+
+    E(x) = C·loss(Φ(x), Φ0) + λ_TV·TV_β(x)/HW + λ_L2·Σ_ij ||x_ij||^α / HW
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ LAMBDA_L2 = 8e-10
 ALPHA = 6.0
 BETA = 2.0
 TV_CLAMP = 1e-5  # the reference clamps the inner magnitude in the derivative when β < 2
-LOSSES = ("l2", "l1", "inner")
+LOSSES = ("l2", "l1", "inner", "dot")
+FORMS = ("cvpr2015", "ijcv2016")
 
 
 def sigma(channels: int, height: int, width: int) -> float:
@@ -38,7 +43,11 @@ class Setting:
     """What can differ between the items of one batch: the regulariser and the feature mask.
 
     ``neigh``: keep only the central N×N positions of the code. ``group``: keep the first (1)
-    or second (2) half of the channels. ``channels``: keep any set of channel indices."""
+    or second (2) half of the channels. ``channels``: keep any set of channel indices.
+    ``form``: how the regularisers are weighed (module docstring); ``weight``: C, the loss's
+    weight against them (the IJCV paper's ``objectiveWeight``); ``sigma``: in the ijcv2016 form,
+    the typical pixel norm that scales the random start (80 in the paper; the cvpr2015 form
+    takes σ from the image size and leaves this None)."""
 
     lambda_tv: float = 1.0
     beta: float = BETA
@@ -47,8 +56,22 @@ class Setting:
     neigh: int | None = None
     group: int | None = None
     channels: tuple[int, ...] | None = None
+    form: str = "cvpr2015"
+    weight: float = 1.0
+    sigma: float | None = None
 
     def __post_init__(self):
+        if self.form not in FORMS:
+            raise SettingsError(f"unknown form {self.form!r}; valid forms: {', '.join(FORMS)}")
+        if isinstance(self.weight, bool) or not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)
+                                                 and self.weight > 0):
+            raise SettingsError(f"weight (C) must be a finite number > 0, not {self.weight!r}")
+        if (self.form == "ijcv2016") != (self.sigma is not None):
+            raise SettingsError("the ijcv2016 form needs sigma, the typical pixel norm of its start (80 in the paper), "
+                                "and the cvpr2015 form takes none (its σ follows the image size)")
+        if self.sigma is not None and (isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float))
+                                       or not math.isfinite(self.sigma) or self.sigma <= 0):
+            raise SettingsError(f"sigma must be a finite number > 0, not {self.sigma!r}")
         for name in ("lambda_tv", "lambda_l2"):
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -77,7 +100,8 @@ class Setting:
 
     def describe(self, sigma_: float) -> dict:
         d = asdict(self)
-        d.update(lambda_vbeta=self.lambda_vbeta, lambda_alpha=self.lambda_alpha(sigma_), sigma=sigma_)
+        if self.form == "cvpr2015":
+            d.update(lambda_vbeta=self.lambda_vbeta, lambda_alpha=self.lambda_alpha(sigma_), sigma=sigma_)
         return d
 
 
@@ -183,6 +207,40 @@ def _abs_power_parts(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch
     return torch.linalg.vecdot(p.flatten(1), a.flatten(1)), torch.copysign(p, x)
 
 
+def _pixel_power_parts(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_ij ||x_ij||^α per item, the norm over each pixel's channels, and x·||x_ij||^(α−2) (the
+    gradient over α)."""
+    n = x.square().sum(1, keepdim=True)
+    # below α = 2 the power is negative: clamped, as TV_β's, so that a black pixel stays finite
+    lower = torch.ones_like(n) if alpha == 2 else _power(n if alpha > 2 else n.clamp_min(TV_CLAMP), alpha / 2 - 1)
+    return (lower * n).flatten(1).sum(1), x * lower
+
+
+class _PixelPow(torch.autograd.Function):
+    """Σ_ij ||x_ij||^α per item for one α, with the gradient α·x·||x_ij||^(α−2)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha: float):
+        value, signed = _pixel_power_parts(x, alpha)
+        ctx.save_for_backward(signed)
+        ctx.alpha = alpha
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        signed, = ctx.saved_tensors
+        return (grad * ctx.alpha).view(-1, 1, 1, 1) * signed, None
+
+
+def pixel_alpha_norm(x: torch.Tensor, alpha) -> torch.Tensor:
+    """Σ_ij ||x_ij||^α per item, the norm taken over each pixel's colour vector (IJCV 2016);
+    ``alpha``: one number for all items, or one per item."""
+    if not torch.is_tensor(alpha):
+        return _PixelPow.apply(x, float(alpha))
+    a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+    return x.square().sum(1, keepdim=True).pow(a / 2).flatten(1).sum(1)
+
+
 class _AbsPow(torch.autograd.Function):
     """Σ|x|^α per item for one α, with the gradient α·sign(x)·|x|^(α−1)."""
 
@@ -259,8 +317,9 @@ def target_norm2(phi0: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
 def feature_loss(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor | None, kind: str = "l2",
                  norm2: torch.Tensor | None = None) -> torch.Tensor:
     """Per-item loss normalised by the masked target: l2 ||m(Φ−Φ0)||²/||mΦ0||², l1 the same with
-    1-norms, inner −⟨mΦ, Φ0⟩/||mΦ0||². ``m`` None keeps every feature. ``norm2``:
-    ``target_norm2(phi0, m)`` where it is known."""
+    1-norms, inner −⟨mΦ, Φ0⟩/||mΦ0||²; and dot −⟨mΦ, w⟩ with the target w taken as it is (the
+    IJCV paper's activation maximisation and caricatures build w already scaled). ``m`` None keeps
+    every feature. ``norm2``: ``target_norm2(phi0, m)`` where it is known."""
     t = phi0.flatten(1)
     if kind == "l1":
         d = (phi - phi0).flatten(1).abs()
@@ -270,10 +329,12 @@ def feature_loss(phi: torch.Tensor, phi0: torch.Tensor, m: torch.Tensor | None, 
         return (m2 * d).sum(1) / (m2 * t.abs()).sum(1)
     if kind not in LOSSES:
         raise SettingsError(f"unknown loss {kind!r}; valid losses: {', '.join(LOSSES)}")
+    kept = phi.flatten(1) if m is None else m.flatten(1) * phi.flatten(1)
+    if kind == "dot":
+        return -torch.linalg.vecdot(kept, t)
     norm2 = target_norm2(phi0, m) if norm2 is None else norm2
     if kind == "l2":
         return _MaskedSquares.apply(phi, phi0, m) / norm2
-    kept = phi.flatten(1) if m is None else m.flatten(1) * phi.flatten(1)
     return -torch.linalg.vecdot(kept, t) / norm2
 
 
@@ -290,12 +351,18 @@ class Objective:
     """E(x) for a batch: item b has target ``targets[b]``, mask ``masks[b]`` and ``settings[b]``.
 
     With a ``SharedTrunk`` as the representation, the batch holds ``counts[g]`` items of each
-    of its layers in turn, and ``targets`` and ``masks`` are lists with one tensor per layer."""
+    of its layers in turn, and ``targets`` and ``masks`` are lists with one tensor per layer.
+    ``image_shape`` is the (C, H, W) the network sees; the image x being optimised may be larger
+    (a jitter margin) when a ``view`` of it is what the network sees."""
 
     def __init__(self, representation, targets, masks, settings: list[Setting],
                  image_shape: tuple[int, int, int], loss: str = "l2", counts: list[int] | None = None):
         if loss not in LOSSES:
             raise SettingsError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
+        forms = {s.form for s in settings}
+        if len(forms) > 1:
+            raise SettingsError(f"the settings of one run mix the forms {', '.join(sorted(forms))}; "
+                                f"run each form on its own")
         if counts is None:
             targets, masks = [targets], [masks]
         # an all-ones mask (no neigh, group or channels) is dropped: the loss then skips its passes
@@ -307,12 +374,24 @@ class Objective:
                                 f"normalised loss is undefined; choose another layer, image or mask")
         dev, dt = targets[0].device, targets[0].dtype
         self.rep, self.targets, self.masks, self.loss, self.counts = representation, targets, masks, loss, counts
+        self.form = forms.pop()
+        self.image_shape = tuple(image_shape)
         self.sigma = sigma(*image_shape)
+        _, h, w = image_shape
+        # how a rate of the schedule maps to pixels: the CVPR rates are for u = x/σ, the IJCV ones
+        # for regularisers averaged over the pixels (scaled back by their number)
+        self.rate_unit = self.sigma ** 2 if self.form == "cvpr2015" else float(h * w)
         # one number when the items agree (the usual case): the fast paths of tv_beta and alpha_norm
         self.beta = _one_or_each([s.beta for s in settings], dev, dt)
         self.alpha = _one_or_each([s.alpha for s in settings], dev, dt)
-        self.tv_weight = torch.tensor([s.lambda_tv / 2 / self.sigma ** 2 for s in settings], device=dev, dtype=dt)
-        self.l2_weight = torch.tensor([s.lambda_l2 / 2 / self.sigma ** 2 for s in settings], device=dev, dtype=dt)
+        per_item = (lambda v: torch.tensor(v, device=dev, dtype=dt))  # noqa: E731
+        self.loss_weight = None if all(s.weight == 1 for s in settings) else per_item([s.weight for s in settings])
+        if self.form == "cvpr2015":
+            self.tv_weight = per_item([s.lambda_tv / 2 / self.sigma ** 2 for s in settings])
+            self.l2_weight = per_item([s.lambda_l2 / 2 / self.sigma ** 2 for s in settings])
+        else:  # divided by the pixels of x when it is known (_weights)
+            self.tv_weight = per_item([s.lambda_tv for s in settings])
+            self.l2_weight = per_item([s.lambda_l2 for s in settings])
 
     def _codes(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [self.rep(x)] if self.counts is None else self.rep(x, self.counts)
@@ -321,30 +400,52 @@ class Objective:
         return torch.cat([feature_loss(phi, t, m, kind, n) for phi, t, m, n
                           in zip(self._codes(x), self.targets, self.masks, self.norms2)])
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self._weigh(self._per_item(x, self.loss), tv_beta(x, self.beta), alpha_norm(x, self.alpha))
+    def _loss(self, x: torch.Tensor, view) -> torch.Tensor:
+        """C times the loss on what the network sees."""
+        loss = self._per_item(x if view is None else view(x), self.loss)
+        return loss if self.loss_weight is None else loss * self.loss_weight
 
-    def _weigh(self, loss, tv, alpha) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.form == "cvpr2015":
+            return self.tv_weight, self.l2_weight
+        pixels = x.shape[-2] * x.shape[-1]
+        return self.tv_weight / pixels, self.l2_weight / pixels
+
+    def _alpha_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return (alpha_norm if self.form == "cvpr2015" else pixel_alpha_norm)(x, self.alpha)
+
+    def __call__(self, x: torch.Tensor, view=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """E per item and its terms; ``view`` (x → the network's input, e.g. a jitter crop)
+        chooses what the loss sees, the regularisers always see all of x."""
+        loss = self._loss(x, view)
+        return self._weigh(x, loss, tv_beta(x, self.beta), self._alpha_norm(x))
+
+    def _weigh(self, x, loss, tv, alpha) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """E and its terms from the loss and the unweighted TV_β and α-norm."""
-        tv, alpha = self.tv_weight * tv, self.l2_weight * alpha
+        tv_weight, l2_weight = self._weights(x)
+        tv, alpha = tv_weight * tv, l2_weight * alpha
         return loss + tv + alpha, {"loss": loss, "tv": tv, "alpha": alpha}
 
-    def value_and_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """``self(x)`` and the gradient of its sum. With one β = 2 and one α for the batch (the
-        paper's settings) the regularisers' gradients are added in closed form into the loss's,
-        a few passes over the image fewer than autograd through them (docs/benchmarks/notes.md)."""
+    def value_and_gradient(self, x: torch.Tensor, view=None
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """``self(x, view)`` and the gradient of its sum. With one β = 2 and one α for the batch
+        (the paper's settings) the regularisers' gradients are added in closed form into the
+        loss's, a few passes over the image fewer than autograd through them
+        (docs/benchmarks/notes.md)."""
         if torch.is_tensor(self.beta) or self.beta != 2.0 or torch.is_tensor(self.alpha) or x.dim() != 4:
-            total, terms = self(x)
+            total, terms = self(x, view)
             grad, = torch.autograd.grad(total.sum(), x)
             return total, terms, grad
-        loss = self._per_item(x, self.loss)
+        loss = self._loss(x, view)
         grad, = torch.autograd.grad(loss.sum(), x)
         with torch.no_grad():
+            tv_weight, l2_weight = self._weights(x)
             tv, g_tv = _tv2_parts(x)
-            alpha, signed = _abs_power_parts(x, self.alpha)
-            grad.addcmul_(g_tv, self.tv_weight.view(-1, 1, 1, 1))
-            grad.addcmul_(signed, (self.alpha * self.l2_weight).view(-1, 1, 1, 1))
-        return *self._weigh(loss, tv, alpha), grad
+            parts = _abs_power_parts if self.form == "cvpr2015" else _pixel_power_parts
+            alpha, signed = parts(x, self.alpha)
+            grad.addcmul_(g_tv, tv_weight.view(-1, 1, 1, 1))
+            grad.addcmul_(signed, (self.alpha * l2_weight).view(-1, 1, 1, 1))
+        return *self._weigh(x, loss, tv, alpha), grad
 
     @torch.no_grad()
     def error(self, x: torch.Tensor) -> torch.Tensor:

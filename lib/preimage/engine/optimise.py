@@ -1,6 +1,7 @@
-"""The render loop: gradient descent with momentum (reset when the rate changes) or Adam, on a
-batch of images × settings × restarts (× layers of one network, sharing its forward pass), with
-progress, callbacks and divergence checks."""
+"""The render loop: gradient descent with momentum (reset when the rate changes), AdaGrad-momentum
+(IJCV 2016) or Adam, on a batch of images × settings × restarts (× layers of one network, sharing
+its forward pass), over one or more stages of random transformations, on pixels or another
+parameterisation, with progress, callbacks and divergence checks."""
 from __future__ import annotations
 
 import math
@@ -13,16 +14,16 @@ import numpy as np
 import torch
 
 from ..errors import CodeError, DivergenceError, SettingsError, StopInversion
-from . import budget
+from . import budget, parameterisations
 from .objective import Objective, Setting, mask, sigma
 from .results import TERMS, InversionResult, describe_run
-from .schedule import Schedule
+from .schedule import Schedule, Stage, joined
+from .transforms import Transforms
 
 MOMENTUM = 0.9
-PIXEL_RMS = 68.9  # Adam works on x / PIXEL_RMS so that its rates are in units of a typical pixel
 RECORD_BLOCK = 1024  # energy-record rows allocated at a time
 BLOW_UP = 1e4  # energy this many times its start (and above 1e3) counts as divergence
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adagrad", "adam")
 
 
 @dataclass
@@ -44,13 +45,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def start_noise(shape: tuple[int, ...], seed: int, restart: int) -> torch.Tensor:
-    """Gaussian start of unit norm for one item, fixed by (seed, restart) alone, so an item
-    starts the same way whatever else shares its batch."""
+def _generator(seed: int, restart: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, restart]).generate_state(2)
-    g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-    u = torch.randn(shape, generator=g, dtype=torch.float64)
-    return (u / u.norm()).float()
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def start_noise(shape: tuple[int, ...], seed: int, restart: int, kind: str = "gaussian") -> torch.Tensor:
+    """The random start of one item, fixed by (seed, restart) alone, so an item starts the same
+    way whatever else shares its batch: ``gaussian`` of unit norm (CVPR 2015, scaled by σ), or
+    ``uniform`` in [−1, 1] divided by its 95th percentile and by √3 (IJCV 2016, scaled by its σ)."""
+    g = _generator(seed, restart)
+    if kind == "gaussian":
+        u = torch.randn(shape, generator=g, dtype=torch.float64)
+        return (u / u.norm()).float()
+    u = 2 * torch.rand(shape, generator=g, dtype=torch.float64) - 1
+    return (u / torch.quantile(u.flatten(), 0.95) / math.sqrt(3)).float()
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,24 @@ class RunOptions:
     every: int = 10
     batch_size: int | None = None
     memory_limit: int | str | None = None
+    param: str = "pixels"
+    box: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "seed", check_seed(self.seed))
+        if self.param not in parameterisations.PARAMETERISATIONS:
+            raise SettingsError(f"unknown parameterisation {self.param!r}; valid ones: "
+                                f"{', '.join(parameterisations.PARAMETERISATIONS)}")
+        if self.param != "pixels" and self.optimizer != "adam":
+            raise SettingsError(f"the {self.param} parameterisation runs with optimizer adam (its rates are for "
+                                f"the spectrum, as Lucid's); sgd and adagrad take rates in pixels")
+        if self.box is not None:
+            if isinstance(self.box, bool) or not (isinstance(self.box, (int, float)) and math.isfinite(self.box)
+                                                  and self.box > 0):
+                raise SettingsError(f"box must be a pixel norm > 0 (the IJCV paper's 160), not {self.box!r}")
+            if self.param != "pixels":
+                raise SettingsError(f"box bounds pixels; the {self.param} parameterisation keeps every pixel "
+                                    f"within 0..255 by construction, so drop box")
         for name in ("restarts", "every", "batch_size"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
@@ -104,7 +128,9 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
            optimizer: str = "sgd", seed: int = 0, device: str | torch.device = "auto",
            progress: bool = True, callback: Callable[[Progress], None] | None = None,
            every: int = 10, batch_size: int | None = None, pixel_range: bool = False,
-           memory_limit: int | str | None = None) -> InversionResult:
+           memory_limit: int | str | None = None, transforms: Transforms | list | tuple = (),
+           stages: list[Stage] | None = None, param: str = "pixels", box: float | None = None,
+           start: torch.Tensor | None = None) -> InversionResult:
     """Reconstruct images from their codes at ``representation``'s layer.
 
     Give ``images`` (N, C, H, W), mean-subtracted pixels, or ``codes`` (N, *code shape) with the
@@ -116,7 +142,14 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
 
     ``pixel_range`` (not in the paper) projects every iterate into the valid pixels 0..255: for
     networks whose input gradient concentrates on a few pixels, which then run away until the
-    α-norm overflows (measured on EfficientNet-Lite0's last layers).
+    α-norm overflows (measured on EfficientNet-Lite0's last layers). ``box`` (IJCV 2016) scales
+    every pixel's colour vector down to that norm after each step.
+
+    ``transforms`` (``Transforms`` or a list such as ["jitter=8"]) are drawn every iteration
+    before the network sees the image; ``stages`` runs several (schedule, transforms) one after
+    the other instead of ``schedule`` and ``transforms``. ``param`` "fourier" descends on a
+    1/f-scaled spectrum (with Adam) instead of the pixels. ``start`` (N, C, H, W), one image per
+    image inverted, replaces the random start (the IJCV paper's caricatures start from the photo).
 
     Before anything large is allocated, the memory the run needs is estimated (``budget``) against
     ``memory_limit`` (bytes or "8G"; default: $PREIMAGE_MEMORY_LIMIT, else 75 % of the memory
@@ -127,12 +160,43 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     defaults it to the paper's (``preimage.recipe(model, layer).schedule`` gives a layer's).
     """
     options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
-                         batch_size, memory_limit)
+                         batch_size, memory_limit, param, box)
+    stages = _stages(schedule, transforms, stages)
     rep = representation.to(options.device)
     shape, count = _shape(rep, images, codes, image_size)
-    options = _budgeted(options, [rep], shape, count * _count(settings) * restarts, [schedule])
+    margin = max(st.transforms.margin for st in stages)
+    padded = (shape[0], shape[1] + margin, shape[2] + margin)
+    options = _budgeted(options, [rep], padded, count * _count(settings) * restarts, [joined(stages)])
     targets = _targets(rep, images, codes, shape, options)
-    return _run([rep], [targets], [settings], shape, [schedule], [pixel_range], options)[0]
+    if start is not None:
+        start = _start_images(start, count, shape, budget.value_type(rep), options.device)
+    return _run([rep], [targets], [settings], shape, stages, None, [joined(stages)], [pixel_range], options,
+                start=start)[0]
+
+
+def _stages(schedule, transforms, stages) -> list[Stage]:
+    if stages is None:
+        if schedule is None:
+            raise SettingsError("give a schedule: preimage.recipe(model, layer).schedule is the paper's")
+        if not isinstance(transforms, Transforms):
+            transforms = Transforms(tuple(transforms))
+        return [Stage(schedule, transforms)]
+    if schedule is not None or transforms:
+        raise SettingsError("give either stages or a schedule (and transforms), not both")
+    stages = list(stages)
+    if not stages or not all(isinstance(st, Stage) for st in stages):
+        raise SettingsError("stages must be a non-empty list of Stage(schedule, transforms)")
+    return stages
+
+
+def _start_images(start, count, shape, dtype, device) -> torch.Tensor:
+    start = torch.as_tensor(start, dtype=dtype)
+    if tuple(start.shape) != (count, *shape):
+        raise SettingsError(f"start must hold one image per image inverted, {(count, *shape)}, "
+                            f"not {tuple(start.shape)}")
+    if not torch.isfinite(start).all():
+        raise SettingsError("start holds NaN or Inf values")
+    return start.to(device)
 
 
 def invert_at_layers(representations: list, images: torch.Tensor, *,
@@ -162,17 +226,21 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
     reps = [rep.to(options.device) for rep in representations]
     trunk = SharedTrunk(reps) if len(reps) > 1 else None
     shape, count = _shape(reps[0], images, None, None)
+    if any(sch is None for sch in schedules):
+        raise SettingsError("give a schedule: preimage.recipe(model, layer).schedule is the paper's")
     options = _budgeted(options, reps, shape, count * sum(_count(s) for s in settings) * restarts, schedules)
     targets = [_targets(rep, images, None, shape, options) for rep in reps]
-    return _run(reps, targets, settings, shape, schedules, pixel_range, options, trunk)
-
-
-def _run(reps, targets, settings, shape, schedules, pixel_ranges, options: RunOptions,
-         trunk=None) -> list[InversionResult]:
-    """Invert ``targets[g]`` at ``reps[g]`` under ``settings[g]``, ``schedules[g]`` and
-    ``pixel_ranges[g]`` for every layer g in one run."""
-    restarts, device, batch_size = options.restarts, options.device, options.batch_size
     schedule, rate_scales = _common_schedule(schedules, options.optimizer, reps)
+    return _run(reps, targets, settings, shape, [Stage(schedule)], rate_scales, schedules, pixel_range, options,
+                trunk)
+
+
+def _run(reps, targets, settings, shape, stages: list[Stage], rate_scales, schedules, pixel_ranges,
+         options: RunOptions, trunk=None, start: torch.Tensor | None = None) -> list[InversionResult]:
+    """Invert ``targets[g]`` at ``reps[g]`` under ``settings[g]`` and ``pixel_ranges[g]`` for
+    every layer g in one run of ``stages``, layer g's rates times ``rate_scales[g]`` (None: 1);
+    ``schedules[g]`` is what layer g's provenance records."""
+    restarts, device, batch_size = options.restarts, options.device, options.batch_size
     settings = [[s] if isinstance(s, Setting) else list(s) for s in settings]
     masks = [torch.stack([mask(tuple(t.shape[1:]), s, rep.layer) for s in ss]).to(device)
              for rep, t, ss in zip(reps, targets, settings)]
@@ -180,11 +248,13 @@ def _run(reps, targets, settings, shape, schedules, pixel_ranges, options: RunOp
                       for s in range(len(settings[g])) for r in range(restarts)], dtype=np.int64).reshape(-1, 4)
     batch_size = batch_size or len(items)
     low, high = pixel_bounds(reps[0].mean, device)
+    param = parameterisations.get(options.param, reps[0].mean)
+    iterations = sum(st.schedule.iterations for st in stages)
 
     t0 = time.perf_counter()
     chunks = []
     label = reps[0].label if len(reps) == 1 else f"{reps[0].model} at {len(reps)} layers"
-    bar = _bar(options.progress, schedule.iterations * math.ceil(len(items) / batch_size), label)
+    bar = _bar(options.progress, iterations * math.ceil(len(items) / batch_size), label)
     try:
         for lo in range(0, len(items), batch_size):
             part = items[lo:lo + batch_size]
@@ -194,13 +264,13 @@ def _run(reps, targets, settings, shape, schedules, pixel_ranges, options: RunOp
             msk = [m[r[:, 1]] for m, r in zip(masks, rows)]
             objective = (Objective(reps[0], tgt[0], msk[0], chosen, shape, options.loss) if trunk is None else
                          Objective(trunk, tgt, msk, chosen, shape, options.loss, counts=[len(r) for r in rows]))
-            start = torch.stack([start_noise(shape, options.seed, int(r)) for r in part[:, 3]]).to(device, tgt[0].dtype)
+            first = _start(part, chosen, objective, stages[0].transforms, param, start, options, tgt[0].dtype)
             bounded = torch.tensor([pixel_ranges[g] for g in part[:, 0]], device=device).view(-1, 1, 1, 1)
             bounds = None if not bounded.any() else (torch.where(bounded, low, -math.inf),
                                                      torch.where(bounded, high, math.inf))
             scale = None if rate_scales is None else torch.tensor(
-                [rate_scales[g] for g in part[:, 0]], device=device, dtype=start.dtype).view(-1, 1, 1, 1)
-            chunks.append(_descend(objective, start, schedule, options, bar, lo, bounds, scale))
+                [rate_scales[g] for g in part[:, 0]], device=device, dtype=tgt[0].dtype).view(-1, 1, 1, 1)
+            chunks.append(_descend(objective, first, stages, param, options, bar, lo, bounds, scale))
             if chunks[-1].stopped:
                 break  # a callback stopped the run: later chunks are not started
     finally:
@@ -216,20 +286,42 @@ def _run(reps, targets, settings, shape, schedules, pixel_ranges, options: RunOp
                                           constant_values=np.nan) for c in chunks], axis=1) for k in TERMS}
     error = torch.cat([c.error for c in chunks]).cpu().numpy()
     s = sigma(*shape)
+    optimizer = options.optimizer
+    natural = {}
+    if len(stages) > 1 or any(st.transforms.steps for st in stages) or options.param != "pixels" or options.box:
+        natural = dict(stages=[st.describe() for st in stages], param=options.param, box=options.box,
+                       start="images" if start is not None else "noise")
     results = []
     for g, rep in enumerate(reps):
         mine = items[:, 0] == g
         provenance = describe_run(
             rep, image_size=list(shape[1:]), settings=[st.describe(s) for st in settings[g]], restarts=restarts,
-            loss=options.loss, optimizer=options.optimizer,
-            momentum=MOMENTUM if options.optimizer == "sgd" else None, schedule=schedules[g].describe(),
-            iterations=schedule.iterations, iterations_run=n_done, stopped_early=stopped, seed=options.seed,
-            batch_size=batch_size, device=_device_name(device), pixel_range=pixel_ranges[g],
-            shared_run=[r.layer for r in reps] if len(reps) > 1 else None)
+            loss=options.loss, optimizer=optimizer, momentum=MOMENTUM if optimizer != "adam" else None,
+            schedule=schedules[g].describe(), iterations=iterations, iterations_run=n_done, stopped_early=stopped,
+            seed=options.seed, batch_size=batch_size, device=_device_name(device), pixel_range=pixel_ranges[g],
+            shared_run=[r.layer for r in reps] if len(reps) > 1 else None, **natural)
         results.append(InversionResult(x=x[mine], mean=rep.mean, energies={k: v[:, mine] for k, v in energies.items()},
                                        error=error[mine], items=items[mine, 1:], time_s=elapsed,
                                        provenance=provenance))
     return results
+
+
+def _start(part, chosen, objective, transforms: Transforms, param, start, options: RunOptions, dtype):
+    """The first stage's variable for the items ``part``: the start images (zero margin around
+    them) or each item's random start, (seed, restart) alone fixing it."""
+    device, seed = options.device, options.seed
+    c, h, w = objective.image_shape
+    size = (h + transforms.margin, w + transforms.margin)
+    if start is not None:
+        return param.variable(transforms.pad(start[torch.as_tensor(part[:, 1], device=device)]))
+    if options.param != "pixels":
+        return torch.stack([param.start(c, size, _generator(seed, int(r))) for r in part[:, 3]]).to(device, dtype)
+    if objective.form == "cvpr2015":
+        noise = torch.stack([start_noise((c, *size), seed, int(r)) for r in part[:, 3]]).to(device, dtype)
+        return noise * objective.sigma
+    noise = torch.stack([start_noise((c, *size), seed, int(r), "uniform") for r in part[:, 3]]).to(device, dtype)
+    typical = torch.tensor([st.sigma for st in chosen], device=device, dtype=dtype).view(-1, 1, 1, 1)
+    return noise * typical
 
 
 def _common_schedule(schedules: list[Schedule], optimizer: str, reps) -> tuple[Schedule, list[float] | None]:
@@ -289,8 +381,6 @@ def _shape(rep, images, codes, image_size) -> tuple[tuple[int, int, int], int]:
 
 def _budgeted(options: RunOptions, reps, shape, items: int, schedules) -> RunOptions:
     """``options`` with the batch size the memory limit allows (see ``budget``)."""
-    if any(sch is None for sch in schedules):
-        raise SettingsError("give a schedule: preimage.recipe(model, layer).schedule is the paper's")
     deepest = max(reps, key=lambda r: budget.per_item(r, shape, 1))
     size = budget.batch_size(deepest, shape, items, max(s.iterations for s in schedules), options.device,
                              options.batch_size, options.memory_limit)
@@ -327,61 +417,112 @@ def pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
     return -m, 255 - m
 
 
-def _descend(objective: Objective, start, schedule, options: RunOptions, bar, offset, bounds=None,
-             rate_scale=None) -> Chunk:
-    """Run one chunk. ``bounds`` (low, high) box the pixels; ``rate_scale`` (B, 1, 1, 1)
-    multiplies each item's rates."""
-    optimizer, callback, every = options.optimizer, options.callback, options.every
-    iterations = schedule.iterations
-    B = start.shape[0]
+def _descend(objective: Objective, variable, stages: list[Stage], param, options: RunOptions, bar, offset,
+             bounds=None, rate_scale=None) -> Chunk:
+    """Run one chunk through every stage, from the first stage's ``variable``. ``bounds`` (low,
+    high) box the pixels; ``rate_scale`` (B, 1, 1, 1) multiplies each item's rates."""
+    iterations = sum(st.schedule.iterations for st in stages)
+    B = variable.shape[0]
     # grown as the run goes, so that an absurd iteration count allocates nothing up front
-    record = torch.zeros(min(iterations, RECORD_BLOCK), len(TERMS), B, device=start.device)
-    # The paper descends on u = x/σ (Adam here on x/PIXEL_RMS); both run on x itself with the
+    record = torch.zeros(min(iterations, RECORD_BLOCK), len(TERMS), B, device=variable.device)
+    state = _State(record, iterations, 0, None, False)
+    for k, stage in enumerate(stages):
+        if k:
+            window = stages[k - 1].transforms.centre(param.image(variable, _size(variable, param, objective,
+                                                                                 stages[k - 1])))
+            variable = param.variable(stage.transforms.pad(window))
+        variable = _stage(objective, variable, stage, param, options, bar, offset, bounds, rate_scale, state)
+        if state.stopped:
+            break
+    x = stage.transforms.centre(param.image(variable, _size(variable, param, objective, stage))).detach()
+    return Chunk(x, _progress(state.done, iterations, x, state.record).energies, objective.error(x), state.stopped)
+
+
+@dataclass
+class _State:
+    """What a chunk's stages carry from one to the next."""
+
+    record: torch.Tensor  # (iterations, terms, B), grown as the run goes
+    iterations: int  # in all stages
+    done: int  # iterations done
+    first: torch.Tensor | None  # the starting energy (divergence check)
+    stopped: bool  # a callback raised StopInversion
+
+
+def _size(variable, param, objective, stage) -> tuple[int, int]:
+    """The (H, W) of the image ``variable`` stands for in ``stage``."""
+    if isinstance(param, parameterisations.Pixels):
+        return tuple(variable.shape[-2:])
+    _, h, w = objective.image_shape
+    return h + stage.transforms.margin, w + stage.transforms.margin
+
+
+def _stage(objective: Objective, variable, stage: Stage, param, options: RunOptions, bar, offset, bounds,
+           rate_scale, state: _State):
+    """One stage: its schedule under its transformations, from ``variable``; returns the last one."""
+    optimizer, callback, every = options.optimizer, options.callback, options.every
+    schedule, transforms = stage.schedule, stage.transforms
+    pixels = isinstance(param, parameterisations.Pixels)
+    size = _size(variable, param, objective, stage)
+    # The CVPR paper descends on u = x/σ (Adam here on x/PIXEL_RMS); both run on x itself with the
     # rates carried over, which saves two passes over the images per iteration: momentum on u
     # with rate r is momentum on x with rate r·σ², Adam on x/P with rate r is Adam on x with
-    # rate r·P and ε/P.
-    s2 = objective.sigma ** 2
-    x = (start * objective.sigma).requires_grad_(True)
-    velocity = torch.zeros_like(x)
-    adam = (torch.optim.Adam([x], lr=schedule.steps[0][0] * PIXEL_RMS, eps=1e-8 / PIXEL_RMS)
+    # rate r·P and ε/P. The IJCV rates are for regularisers averaged over pixels: r·H·W on x.
+    unit = objective.rate_unit
+    v = variable.detach().clone().requires_grad_(True)
+    velocity = torch.zeros_like(v)
+    adagrad = torch.zeros_like(v) if optimizer == "adagrad" else None
+    adam = (torch.optim.Adam([v], lr=schedule.steps[0][0] * param.adam_unit, eps=1e-8 / param.adam_unit)
             if optimizer == "adam" else None)
-    first = None
-    done = 0
-    stopped = False
     previous = None
-    for it, rate in enumerate(rate for rate, n in schedule.steps for _ in range(n)):
-        if it == len(record):
-            record = torch.cat([record, torch.zeros_like(record[:min(len(record), iterations - it)])])
-        total, terms, grad = objective.value_and_gradient(x)
-        record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
+    for i, rate in enumerate(rate for rate, n in schedule.steps for _ in range(n)):
+        it = state.done
+        if it == len(state.record):
+            grow = state.record[:min(len(state.record), state.iterations - it)]
+            state.record = torch.cat([state.record, torch.zeros_like(grow)])
+        view = transforms.view(options.seed, i)
+        if pixels:
+            total, terms, grad = objective.value_and_gradient(v, view)
+        else:
+            x = param.image(v, size)
+            total, terms, grad_x = objective.value_and_gradient(x, view)
+            grad, = torch.autograd.grad(x, v, grad_x)
+        state.record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
         with torch.no_grad():
-            if adam is None:
+            if adam is not None:
+                adam.param_groups[0]["lr"] = rate * param.adam_unit
+                v.grad = grad
+                adam.step()
+            else:
                 if previous is not None and rate != previous:
                     velocity.zero_()
                 if rate_scale is not None:
                     grad.mul_(rate_scale)
-                velocity.mul_(MOMENTUM).sub_(grad, alpha=rate * s2)
-                x.add_(velocity)
-            else:
-                adam.param_groups[0]["lr"] = rate * PIXEL_RMS
-                x.grad = grad
-                adam.step()
-            if bounds is not None:
-                torch.maximum(x, bounds[0], out=x)
-                torch.minimum(x, bounds[1], out=x)
+                if adagrad is None:
+                    velocity.mul_(MOMENTUM).sub_(grad, alpha=rate * unit)
+                else:  # AdaGrad's normaliser with momentum, as the IJCV reference code
+                    adagrad.mul_(MOMENTUM).addcmul_(grad, grad)
+                    velocity.mul_(MOMENTUM).sub_(grad / (1 / (rate * unit) + adagrad.sqrt()))
+                v.add_(velocity)
+            if bounds is not None and pixels:  # a Fourier image stays within 0..255 by construction
+                torch.maximum(v, bounds[0], out=v)
+                torch.minimum(v, bounds[1], out=v)
+            if options.box is not None:
+                norm = v.square().sum(1, keepdim=True).sqrt()
+                v.mul_((options.box / norm).clamp(max=1))
         previous = rate
-        done = it + 1
+        state.done = it + 1
         bar.update(1)
-        if done % every == 0 or done == iterations:
-            first = _check(record, done, first, rate, offset)
+        if state.done % every == 0 or i + 1 == schedule.iterations:
+            state.first = _check(state.record, state.done, state.first, rate, offset)
             if callback is not None:
+                current = transforms.centre(param.image(v, size)).detach().clone()
                 try:
-                    callback(_progress(done, iterations, x.detach().clone(), record))
+                    callback(_progress(state.done, state.iterations, current, state.record))
                 except StopInversion:
-                    stopped = True
+                    state.stopped = True
                     break
-    x = x.detach()
-    return Chunk(x, _progress(done, iterations, x, record).energies, objective.error(x), stopped)
+    return v.detach()
 
 
 def _check(record, done, first, rate, offset):

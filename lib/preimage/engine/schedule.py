@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import SettingsError
+from .transforms import Transforms
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,21 @@ class Schedule:
 def _check_iterations(iterations, least: int) -> None:
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < least:
         raise SettingsError(f"iterations must be an integer >= {least}, not {iterations!r}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A schedule run under its random transformations. A run of several stages starts each
+    from the previous one's result (the centred window) with the optimiser's state afresh, as
+    the IJCV paper's inversion does (300 iterations jittered, then 50 without)."""
+
+    schedule: Schedule
+    transforms: Transforms = Transforms()
+
+    def describe(self) -> dict:
+        return {"schedule": self.schedule.describe(), "transforms": self.transforms.describe()}
+
+
+def joined(stages) -> Schedule:
+    """The stages' schedules one after the other."""
+    return Schedule(tuple(step for stage in stages for step in stage.schedule.steps))
