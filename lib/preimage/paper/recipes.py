@@ -132,5 +132,5 @@ def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations:
 def invert(representation, images=None, *, schedule: Schedule | None = None, optimizer: str = "sgd", **options):
     # The public ``preimage.invert``: the engine's, with the paper's CNN schedule (ADAM for Adam)
     # when none is given, so that the engine itself holds no paper constant.
-    default = ADAM if optimizer == "adam" else CNN
+    default = None if options.get("stages") else ADAM if optimizer == "adam" else CNN
     return optimise.invert(representation, images, schedule=schedule or default, optimizer=optimizer, **options)
