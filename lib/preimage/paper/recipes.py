@@ -1,5 +1,6 @@
-"""The CVPR 2015 recipe: for a (model, layer, profile), the λ, schedule and pixel range the paper's
-protocol inverts with, and the figures' stand-in layers for networks other than CaffeNet.
+"""The papers' recipes: for a (model, layer, profile), the λ, schedule, pixel range (and for the
+IJCV 2016 recipe the loss weight C, jitter stages and box) a paper's protocol inverts with, and
+the figures' stand-in layers for networks other than CaffeNet.
 
 ``recipe`` is the one place these are worked out; the CLI, the sweeps, the explorer, Table 3 and the
 notebooks all go through it.
@@ -7,11 +8,13 @@ notebooks all go through it.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..engine import optimise
+from .. import representations
+from ..engine import optimise, parameterisations
 from ..engine.objective import Setting
-from ..engine.schedule import Schedule
+from ..engine.schedule import Schedule, Stage
+from ..engine.transforms import Jitter, Transforms
 from ..errors import SettingsError, unknown
 
 # The reference schedules (§3; experiment_cnn.m, experiment_shallow.m), rates for the normalised variable u.
@@ -22,6 +25,38 @@ RECEPTIVE_FIELD = Schedule(((0.0004, 200), (0.00004, 200), (0.000004, 200)))
 ADAM = Schedule(((0.05, 100), (0.005, 200), (0.0005, 100)))
 
 SHALLOW_MODELS = ("hog", "hogb", "dsift")
+RECIPES = ("cvpr2015", "ijcv2016")
+
+# The IJCV 2016 recipe (ijcv.md §1–3; nnpreimage's get_defaults.m): σ a typical pixel's norm, the
+# box at 2σ, λ_α = (1/σ)^α, λ_TV = (6.5/σ)^β, rate 0.05·σ²/α for 300 iterations (jittered), then a
+# tenth of it for 50 (not jittered); C = 1 by default, the paper's figures sweep 1, 20, 100, 300.
+IJCV_SIGMA = 80.0
+IJCV_BOX = 2 * IJCV_SIGMA
+IJCV_ALPHA, IJCV_BETA = 6.0, 2.0
+IJCV_WEIGHTS = (1.0, 20.0, 100.0, 300.0)
+
+
+def ijcv_setting(weight: float = 1.0, beta: float = IJCV_BETA, alpha: float = IJCV_ALPHA) -> Setting:
+    """The IJCV energy's constants for C = ``weight`` (λ_TV follows β, λ_α follows α, as in the
+    reference code)."""
+    return Setting(form="ijcv2016", sigma=IJCV_SIGMA, weight=weight, beta=beta, alpha=alpha,
+                   lambda_tv=(6.5 / IJCV_SIGMA) ** beta, lambda_l2=(1 / IJCV_SIGMA) ** alpha)
+
+
+def ijcv_schedule(alpha: float = IJCV_ALPHA) -> Schedule:
+    rate = 0.05 * IJCV_SIGMA ** 2 / alpha
+    return Schedule(((rate, 300), (rate / 10, 50)))
+
+
+# Lucid's Fourier images: Adam at 0.05 on the spectrum, a tenth of it in each later phase
+FOURIER_CVPR = Schedule(((0.05, 100), (0.005, 200), (0.0005, 100)))
+FOURIER_IJCV = Schedule(((0.05, 300), (0.005, 50)))
+
+
+def jitter_for(model: str, layer: str | None) -> int:
+    """The IJCV jitter J = max(round(s/4), 1), s the stride of the layer's receptive field."""
+    info = next(i for i in representations.layers(model) if i.name == layer)
+    return max(round(info.receptive_field.stride / 4), 1)
 
 
 # Fig. 6: λ_TV by layer block (layers 1-6: 1, 7-12: 10, 13-20: 100 in CaffeNet's numbering).
@@ -99,33 +134,99 @@ class Recipe:
     setting: Setting
     schedule: Schedule
     pixel_range: bool
+    name: str = "cvpr2015"
+    stages: tuple[Stage, ...] = ()  # () runs ``schedule`` as one stage without transformations
+    box: float | None = None
+    param: str = "pixels"
+
+    def run_options(self) -> dict:
+        """The engine's keywords for this recipe (bar ``settings``: ``setting``, or a variant of it)."""
+        run = dict(optimizer=self.optimizer, pixel_range=self.pixel_range, box=self.box, param=self.param)
+        return {**run, "stages": list(self.stages)} if self.stages else {**run, "schedule": self.schedule}
+
+    @property
+    def jitter(self) -> int:
+        """The first stage's jitter (1: none)."""
+        steps = self.stages[0].transforms.steps if self.stages else ()
+        return next((t.amount for t in steps if isinstance(t, Jitter)), 1)
 
     def describe(self) -> dict:
-        return {"recipe": "cvpr2015", "profile": self.profile, "optimizer": self.optimizer,
-                "lambda_tv": self.setting.lambda_tv, "schedule": self.schedule.describe(),
-                "pixel_range": self.pixel_range}
+        d = {"recipe": self.name, "profile": self.profile, "optimizer": self.optimizer,
+             "lambda_tv": self.setting.lambda_tv, "schedule": self.schedule.describe(),
+             "pixel_range": self.pixel_range, "param": self.param}
+        if self.name == "ijcv2016":
+            d.update(weight=self.setting.weight, box=self.box, jitter=self.jitter,
+                     stages=[st.describe() for st in self.stages])
+        return d
 
 
 def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations: int | None = None,
-           lambda_tv: float | None = None, optimizer: str = "sgd", schedule: Schedule | None = None) -> Recipe:
-    """The paper's recipe for ``layer`` of ``model``.
+           lambda_tv: float | None = None, optimizer: str | None = None, schedule: Schedule | None = None,
+           recipe: str = "cvpr2015", param: str = "pixels", weight: float | None = None,
+           beta: float | None = None) -> Recipe:
+    """How ``recipe`` (the CVPR 2015 paper's, the default, or the IJCV 2016 paper's) inverts
+    ``layer`` of ``model``.
 
     ``iterations`` N (default: the profile's, 100 for quick, the reference schedule's own for
     paper) means one thing everywhere: the reference schedule when N is its length; fewer, half
     of them at the first rate and the rest shared by the later rates; more, every phase stretched
-    in proportion (``Schedule.with_iterations``). ``lambda_tv``: default Fig. 6's value for the
-    layer. ``schedule``: another base schedule (Fig. 9's ``RECEPTIVE_FIELD``); default CNN, SHALLOW
-    for HOG/DSIFT, ADAM for Adam (not in the paper). The layer's rate scale applies to SGD only."""
+    in proportion (``Schedule.with_iterations``).
+
+    cvpr2015: ``lambda_tv`` default Fig. 6's value for the layer; ``schedule`` another base schedule
+    (Fig. 9's ``RECEPTIVE_FIELD``); default CNN, SHALLOW for HOG/DSIFT, ADAM for Adam (not in the
+    paper). The layer's rate scale applies to SGD only.
+
+    ijcv2016 (ijcv.md §1–3): C = ``weight`` (default 1), β (default 2, λ_TV following it),
+    AdaGrad-momentum, the box, and two stages: the first phase jittered by the layer's stride/4,
+    the rest without. Networks only: its jitter comes from a layer's stride.
+
+    ``param`` "fourier" (either recipe, not in the papers) descends on Lucid's Fourier image with
+    Adam at 0.05 on the spectrum, over the recipe's phases and stages."""
     if profile not in PROFILES:
         raise unknown("profile", profile, PROFILES)
-    if optimizer not in optimise.OPTIMIZERS:
+    if recipe not in RECIPES:
+        raise unknown("recipe", recipe, RECIPES)
+    if param not in parameterisations.PARAMETERISATIONS:
+        raise unknown("parameterisation", param, parameterisations.PARAMETERISATIONS)
+    if param == "fourier" and optimizer not in (None, "adam"):
+        raise SettingsError(f"--param fourier runs with Adam on the spectrum (as Lucid); drop --optimizer {optimizer}")
+    if optimizer is not None and optimizer not in optimise.OPTIMIZERS:
         raise unknown("optimizer", optimizer, optimise.OPTIMIZERS)
-    base = schedule or (ADAM if optimizer == "adam" else SHALLOW if model in SHALLOW_MODELS else CNN)
+    n = iterations if iterations is not None else PROFILES[profile]
+    if recipe == "ijcv2016":
+        return _ijcv(model, layer, profile, n, optimizer, schedule, param, lambda_tv, weight, beta)
+    if weight not in (None, 1, 1.0):
+        raise SettingsError("the loss weight C belongs to the ijcv2016 recipe (the CVPR 2015 energy has none); "
+                            "add --recipe ijcv2016 or drop the weight")
+    optimizer = "adam" if param == "fourier" else optimizer or "sgd"
+    base = schedule or (FOURIER_CVPR if param == "fourier" else ADAM if optimizer == "adam" else
+                        SHALLOW if model in SHALLOW_MODELS else CNN)
     if optimizer == "sgd":
         base = base.times(RATE_SCALE.get(model, {}).get(layer, 1.0))
-    steps = base.with_iterations(iterations if iterations is not None else PROFILES[profile])
-    setting = Setting(lambda_tv=lambda_tv_for(model, layer) if lambda_tv is None else lambda_tv)
-    return Recipe(model, layer, profile, optimizer, setting, steps, layer in PIXEL_RANGE.get(model, ()))
+    steps = base.with_iterations(n)
+    setting = Setting(lambda_tv=lambda_tv_for(model, layer) if lambda_tv is None else lambda_tv,
+                      beta=Setting.beta if beta is None else beta)
+    pixel_range = param == "pixels" and layer in PIXEL_RANGE.get(model, ())
+    return Recipe(model, layer, profile, optimizer, setting, steps, pixel_range, param=param)
+
+
+def _ijcv(model, layer, profile, iterations, optimizer, schedule, param, lambda_tv, weight, beta) -> Recipe:
+    if model in SHALLOW_MODELS:
+        raise SettingsError(f"the ijcv2016 recipe is defined for networks (its jitter comes from a layer's stride); "
+                            f"invert {model} with --recipe cvpr2015")
+    setting = ijcv_setting(1.0 if weight is None else weight, IJCV_BETA if beta is None else beta)
+    if lambda_tv is not None:
+        setting = replace(setting, lambda_tv=lambda_tv)
+    if param == "fourier":
+        optimizer, base = "adam", schedule or FOURIER_IJCV
+    else:
+        optimizer, base = optimizer or "adagrad", schedule or ijcv_schedule(setting.alpha)
+    steps = base.with_iterations(iterations)
+    jitter = Transforms((Jitter(jitter_for(model, layer)),))
+    first, rest = Schedule(steps.steps[:1]), Schedule(steps.steps[1:])
+    stages = (Stage(first, jitter),) + ((Stage(rest),) if rest.steps else ())
+    return Recipe(model, layer, profile, optimizer, setting, steps, False, name="ijcv2016", stages=stages,
+                  box=IJCV_BOX if param == "pixels" else None, param=param)
 
 
 @functools.wraps(optimise.invert)
