@@ -20,7 +20,7 @@ EXPECTED = Path(__file__).parent / "notebooks" / "checked_outputs.json"
 # Every directory a library, torch hub, matplotlib or Jupyter might write into (the kernels that
 # nbval starts inherit them, and no download is allowed: PREIMAGE_OFFLINE).
 CACHE_DIRS = ("TORCH_HOME", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
-              "IPYTHONDIR")
+              "IPYTHONDIR", "PREIMAGE_CACHE")
 
 
 class NotebookRuns:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 # Every directory a library, torch hub, matplotlib or Jupyter might write into.
 _DIRS = ("TORCH_HOME", "MPLCONFIGDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR",
-         "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")
+         "JUPYTER_RUNTIME_DIR", "IPYTHONDIR", "PREIMAGE_CACHE")
 
 
 @pytest.fixture(scope="session", autouse=True)

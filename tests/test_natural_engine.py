@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from preimage import Schedule, invert
-from preimage.engine.objective import Objective, Setting, pixel_alpha_norm, tv_beta
+from preimage.engine.objective import Objective, Setting, pixel_alpha_norm
 from preimage.engine.optimise import RunOptions, _descend, start_noise
 from preimage.engine.parameterisations import Fourier, Pixels
 from preimage.engine.schedule import Stage

@@ -1,5 +1,5 @@
 """Representations: frozen modules from mean-subtracted pixels to a layer's code."""
 from .base import LayerInfo, Representation
-from .registry import get, layer_table, layers, models, resolve_auto
+from .registry import categories, get, layer_table, layers, models, resolve_auto
 
-__all__ = ["LayerInfo", "Representation", "get", "layer_table", "layers", "models", "resolve_auto"]
+__all__ = ["LayerInfo", "Representation", "categories", "get", "layer_table", "layers", "models", "resolve_auto"]

@@ -69,6 +69,13 @@ def layers(model: str) -> list[LayerInfo]:
     return _model(model).table()
 
 
+def categories(model: str) -> list[str]:
+    """The names of ``model``'s output units where its published weights name them (ImageNet's
+    1000 classes), else an empty list."""
+    spec = _model(model).imagenet
+    return spec.category_names() if spec is not None else []
+
+
 def layer_table(model: str) -> str:
     """``model``'s layers as a text table: channels, and the receptive field's size, stride and
     offset in pixels (what ``python -m preimage layers`` prints)."""
