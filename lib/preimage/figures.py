@@ -37,6 +37,20 @@ def grid(panels: list[list[np.ndarray | None]], titles: list[list[str]] | None =
     return fig
 
 
+def mosaic(tiles: np.ndarray | list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Equal (H, W, 3) images in [0, 1] tiled row by row into a square-ish grid, ``gap`` white
+    pixels apart (the IJCV paper's mosaics of channels)."""
+    tiles = np.asarray(tiles)
+    n, h, w, c = tiles.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap, c), dtype=tiles.dtype)
+    for i, tile in enumerate(tiles):
+        r, q = divmod(i, cols)
+        out[r * (h + gap):r * (h + gap) + h, q * (w + gap):q * (w + gap) + w] = tile
+    return out
+
+
 def setting_title(setting: dict) -> str:
     """A short title for one recorded setting (``InversionResult.provenance["settings"][i]``)."""
     parts = [f"λ_TV={setting['lambda_tv']:g}", f"β={setting['beta']:g}"]

@@ -1,7 +1,8 @@
-"""Command line: ``python -m preimage layers | weights | encode | invert | table3``."""
+"""Command line: ``python -m preimage layers | weights | encode | invert | maximise | caricature | table3``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -10,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import images, representations
+from .. import figures, images, representations
 from ..atomic import atomic_folder, atomic_path
 from ..engine import budget
-from ..engine.objective import Setting
 from ..engine.optimise import OPTIMIZERS, invert, resolve_device
+from ..engine.parameterisations import PARAMETERISATIONS
 from ..errors import CodeError, PreimageError, SettingsError
-from ..paper import recipes, table3
+from ..paper import natural, recipes, table3
 from ..representations.weights import checkpoint_dir
 
 CODE_FORMAT = "preimage-code-1"
@@ -67,19 +68,22 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("image", nargs="?", help="image file or shipped image name (or give --code)")
     inv.add_argument("--code", type=Path, help="a code file written by `encode`, instead of an image")
     _model_args(inv)
+    _recipe_args(inv)
     inv.add_argument("--lambda-tv", type=float, default=None,
-                     help="λ_TV (λ_Vβ = λ_TV/2); default: the paper's Fig. 6 value for the layer (1, 10 or 100)")
-    inv.add_argument("--beta", type=float, default=2.0, help="exponent β of the V^β regulariser (default 2)")
-    inv.add_argument("--lambda-l2", type=float, default=Setting.lambda_l2, help="λ_L2 of the α-norm (default 8e-10)")
-    inv.add_argument("--alpha", type=float, default=Setting.alpha, help="α of the α-norm (default 6)")
+                     help="λ_TV (cvpr2015: λ_Vβ = λ_TV/2, default the paper's Fig. 6 value for the layer, 1, 10 or "
+                          "100; ijcv2016: default (6.5/80)^β)")
+    inv.add_argument("--lambda-l2", type=float, default=None,
+                     help="λ_L2 of the α-norm (default: cvpr2015 8e-10, ijcv2016 (1/80)^α)")
     inv.add_argument("--iters", type=int, default=None,
-                     help="iterations (default: the reference schedule's, 400 for networks, 800 for hog/dsift; "
-                          "fewer keep half at the first rate, more stretch every phase)")
+                     help="iterations (default: the reference schedule's: cvpr2015 400 for networks, 800 for "
+                          "hog/dsift, ijcv2016 300 + 50; fewer keep half at the first rate, more stretch every "
+                          "phase)")
     inv.add_argument("--restarts", type=int, default=1, help="random restarts, optimised as one batch")
     inv.add_argument("--neigh", type=int, default=None, help="use only the central N×N positions of the code")
     inv.add_argument("--group", type=int, choices=(1, 2), default=None, help="use only the first or second half of the channels")
     inv.add_argument("--loss", choices=("l2", "l1", "inner"), default="l2")
-    inv.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    inv.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                     help="default: the recipe's (cvpr2015 sgd with momentum, ijcv2016 adagrad, fourier adam)")
     inv.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     inv.add_argument("--seed", type=int, default=0, help="seed of the random starts (and of random weights)")
     inv.add_argument("--memory-limit", default=None, metavar="SIZE",
@@ -88,6 +92,24 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
     inv.add_argument("--out", required=True, type=Path, help="folder for the PNGs, result.json and result.npz")
     inv.set_defaults(run=cmd_invert)
+
+    mx = sub.add_parser("maximise", help="an image that excites one unit, or a mosaic of several (IJCV 2016 §4)")
+    _network_args(mx)
+    mx.add_argument("--channel", default=None, help="the channel to maximise: a number, or a class name at the last "
+                    "layer (e.g. 'black swan')")
+    mx.add_argument("--channels", default=None, help="several channels, comma-separated (a mosaic)")
+    mx.add_argument("--stats-images", default=None, metavar="FOLDER",
+                    help="photos whose largest activation per channel scales the target (default: the shipped ones)")
+    _run_args(mx, "maximise")
+    mx.set_defaults(run=cmd_maximise)
+
+    car = sub.add_parser("caricature", help="exaggerate what a layer sees in a photo (IJCV 2016 §5)")
+    car.add_argument("image", help="image file, or the name of a shipped image (e.g. astronaut)")
+    _network_args(car)
+    car.add_argument("--size", type=int, default=None, help="resize the image to SIZE×SIZE (default: the input size)")
+    car.add_argument("--fit", choices=("crop", "warp"), default="crop")
+    _run_args(car, "caricature")
+    car.set_defaults(run=cmd_caricature)
 
     tab = sub.add_parser("table3", help="the paper's Table 3: error at every layer for λ_Vβ 0.5, 5, 50 over a "
                          "set of images; resumable, --shard I/N, --merge, or several processes under torchrun")
@@ -114,6 +136,39 @@ def parser() -> argparse.ArgumentParser:
     tab.add_argument("--out", required=True, type=Path, help="folder for items/ and table3.csv, .md, .png")
     tab.set_defaults(run=cmd_table3)
     return p
+
+
+def _recipe_args(p, default: str = "cvpr2015"):
+    p.add_argument("--recipe", choices=recipes.RECIPES, default=default,
+                   help=f"cvpr2015: the CVPR 2015 paper's; ijcv2016: the natural pre-images of its follow-up (C, "
+                        f"jitter, box, AdaGrad; networks only) (default {default})")
+    p.add_argument("--param", choices=PARAMETERISATIONS, default="pixels",
+                   help="what the descent moves: pixels (both papers), or fourier (Lucid's 1/f spectrum with "
+                        "decorrelated colours, with Adam)")
+    p.add_argument("--weight", type=float, default=None, help="ijcv2016: C, the loss's weight (default 1, 100 for "
+                   "caricatures; the paper sweeps 1, 20, 100, 300)")
+    p.add_argument("--beta", type=float, default=None, help="exponent β of the V^β regulariser (default 2)")
+    p.add_argument("--alpha", type=float, default=None, help="α of the α-norm (default 6)")
+    p.add_argument("--transform", action="append", default=[], metavar="T",
+                   help="a random transformation drawn every iteration, repeatable, in order: jitter=PIXELS, "
+                        "scale=FACTOR, rotate=DEGREES (after the ijcv2016 recipe's own jitter)")
+
+
+def _network_args(p):
+    p.add_argument("--model", default="alexnet", help="a network (see `invert --help`), or auto")
+    p.add_argument("--layer", required=True, help="layer name (see `layers`)")
+    p.add_argument("--weights", default=None, help="imagenet (default), random, auto or the path of a state_dict")
+
+
+def _run_args(p, what: str):
+    _recipe_args(p, "ijcv2016")
+    p.add_argument("--profile", choices=tuple(recipes.PROFILES), default="paper",
+                   help="paper: 300 iterations (default); quick: 100")
+    p.add_argument("--iters", type=int, default=None, help="iterations (overrides --profile)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the random start, the jitter and random weights")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
+    p.add_argument("--out", required=True, type=Path, help=f"folder for the {what} PNG, result.json and result.npz")
 
 
 def _model_args(p):
@@ -222,22 +277,20 @@ def cmd_invert(args) -> int:
         raise PreimageError("give either an IMAGE or --code FILE to invert")
     if args.model == "auto":
         args.model, args.weights = representations.resolve_auto()
-    plan = recipes.recipe(args.model, args.layer, iterations=args.iters, lambda_tv=args.lambda_tv,
-                          optimizer=args.optimizer)
-    setting = Setting(lambda_tv=plan.setting.lambda_tv, beta=args.beta, lambda_l2=args.lambda_l2, alpha=args.alpha,
-                      neigh=args.neigh, group=args.group)
     rep = representations.get(args.model, args.layer, args.weights, seed=args.seed)
-    common = dict(settings=setting, restarts=args.restarts, loss=args.loss, schedule=plan.schedule,
-                  optimizer=args.optimizer, seed=args.seed, device=args.device, progress=args.progress,
-                  pixel_range=plan.pixel_range, memory_limit=args.memory_limit)
+    plan = _plan(args, rep.layer, iterations=args.iters, lambda_tv=args.lambda_tv, optimizer=args.optimizer)
+    setting = dataclasses.replace(plan.setting, neigh=args.neigh, group=args.group,
+                                  **({} if args.lambda_l2 is None else {"lambda_l2": args.lambda_l2}))
+    common = dict(settings=setting, restarts=args.restarts, loss=args.loss, seed=args.seed, device=args.device,
+                  progress=args.progress, memory_limit=args.memory_limit, **plan.run_options())
     try:
-        return _invert(args, rep, common)
+        return _invert(args, rep, common, plan)
     except OSError as e:
         raise PreimageError(f"cannot write the result into {args.out} ({e.strerror or e}); choose another --out "
                             f"(the old result, if any, is unchanged)") from None
 
 
-def _invert(args, rep, common) -> int:
+def _invert(args, rep, common, plan) -> int:
     if args.code is not None:
         code, meta = read_code(args.code)
         if (meta.get("model"), meta.get("layer")) != (rep.model, rep.layer):
@@ -248,16 +301,28 @@ def _invert(args, rep, common) -> int:
                   f"{rep.weights}", file=sys.stderr)
         with _output_folder(args.out) as out:
             result = invert(rep, codes=torch.from_numpy(code), image_size=tuple(meta["image_size"]), **common)
-            names = _write_result(out, result, {"source": str(args.code)})
+            names = _write_result(out, result, {"source": str(args.code), "recipe": plan.describe()})
     else:
-        x, _, notes = _load_image(args, rep, common["schedule"].iterations)
+        x, _, notes = _load_image(args, rep, plan_iterations(common))
         with _output_folder(args.out) as out:
             result = invert(rep, x, **common)
-            names = _write_result(out, result, {"source": str(args.image), "image_notes": notes})
+            names = _write_result(out, result, {"source": str(args.image), "image_notes": notes,
+                                                "recipe": plan.describe()})
     errors = ", ".join(f"{e:.4f}" for e in result.error)
     print(f"{rep.label}: relative error {errors} in {result.time_s:.1f} s; wrote {args.out}/" + ", ".join(names)
           + " and result.json")
     return 0
+
+
+def _plan(args, layer: str, **kw) -> recipes.Recipe:
+    """The recipe the command's --recipe, --param, --weight, --beta, --alpha and --transform ask for."""
+    return recipes.recipe(args.model, layer, recipe=args.recipe, param=args.param, weight=args.weight,
+                          beta=args.beta, alpha=args.alpha, transforms=args.transform, **kw)
+
+
+def plan_iterations(run_options: dict) -> int:
+    stages = run_options.get("stages")
+    return sum(st.schedule.iterations for st in stages) if stages else run_options["schedule"].iterations
 
 
 def _output_folder(folder: Path):
@@ -283,6 +348,56 @@ def _write_result(out: Path, result, extra: dict) -> list[str]:
     result.save(out / "result", extra={"error": error[0] if len(error) == 1 else error, **extra,
                                        "settings": result.provenance["settings"][0], "files": names + ["result.npz"]})
     return names
+
+
+def _channels(args) -> list[str]:
+    if (args.channel is None) == (args.channels is None):
+        raise SettingsError("give --channel K (a number or a class name) or --channels K1,K2,...")
+    return [args.channel] if args.channel is not None else [c.strip() for c in args.channels.split(",") if c.strip()]
+
+
+def cmd_maximise(args) -> int:
+    channels = _channels(args)
+    if args.model == "auto":
+        args.model, args.weights = representations.resolve_auto()
+    rep = representations.get(args.model, args.layer, args.weights, seed=args.seed)
+    natural.check_unit_code(rep)
+    plan = _plan(args, rep.layer)  # the recipe's arguments are checked before anything runs
+    with _output_folder(args.out) as out:
+        found = natural.maximise(rep, channels, recipe=args.recipe, param=args.param, profile=args.profile,
+                                 iterations=args.iters, weight=args.weight, stats_images=args.stats_images,
+                                 seed=args.seed, device=args.device, progress=args.progress)
+        shown = found.result.display()
+        name = "maximised.png"
+        images.save_png(out / name, shown[0] if len(shown) == 1 else figures.mosaic(shown))
+        found.result.save(out / "result", extra={**found.summary(), "recipe": plan.describe(),
+                                                 "files": [name, "result.npz"]})
+    for k, label, a, m in zip(found.channels, found.names, found.activation, found.reference):
+        print(f"{rep.label} channel {k}{f' ({label})' if label else ''}: activation {a:.4g} on its image, "
+              f"largest on the photos {m:.4g}")
+    for note in found.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {args.out}/{name}, result.npz and result.json")
+    return 0
+
+
+def cmd_caricature(args) -> int:
+    if args.model == "auto":
+        args.model, args.weights = representations.resolve_auto()
+    rep = representations.get(args.model, args.layer, args.weights, seed=args.seed)
+    natural.check_unit_code(rep)
+    plan = _plan(args, rep.layer)
+    x, _, notes = _load_image(args, rep)
+    with _output_folder(args.out) as out:
+        result = natural.caricature(rep, x, recipe=args.recipe, param=args.param, profile=args.profile,
+                                    iterations=args.iters, weight=args.weight, seed=args.seed, device=args.device,
+                                    progress=args.progress)
+        images.save_png(out / "caricature.png", result.display()[0])
+        result.save(out / "result", extra={"source": str(args.image), "image_notes": notes,
+                                           "recipe": plan.describe(), "files": ["caricature.png", "result.npz"]})
+    print(f"{rep.label}: caricature of {args.image} in {result.time_s:.1f} s; wrote {args.out}/caricature.png, "
+          f"result.npz and result.json")
+    return 0
 
 
 def cmd_table3(args) -> int:

@@ -155,15 +155,16 @@ class Recipe:
              "lambda_tv": self.setting.lambda_tv, "schedule": self.schedule.describe(),
              "pixel_range": self.pixel_range, "param": self.param}
         if self.name == "ijcv2016":
-            d.update(weight=self.setting.weight, box=self.box, jitter=self.jitter,
-                     stages=[st.describe() for st in self.stages])
+            d.update(weight=self.setting.weight, box=self.box, jitter=self.jitter)
+        if self.stages:
+            d.update(stages=[st.describe() for st in self.stages])
         return d
 
 
 def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations: int | None = None,
            lambda_tv: float | None = None, optimizer: str | None = None, schedule: Schedule | None = None,
            recipe: str = "cvpr2015", param: str = "pixels", weight: float | None = None,
-           beta: float | None = None) -> Recipe:
+           beta: float | None = None, alpha: float | None = None, transforms=()) -> Recipe:
     """How ``recipe`` (the CVPR 2015 paper's, the default, or the IJCV 2016 paper's) inverts
     ``layer`` of ``model``.
 
@@ -181,7 +182,9 @@ def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations:
     the rest without. Networks only: its jitter comes from a layer's stride.
 
     ``param`` "fourier" (either recipe, not in the papers) descends on Lucid's Fourier image with
-    Adam at 0.05 on the spectrum, over the recipe's phases and stages."""
+    Adam at 0.05 on the spectrum, over the recipe's phases and stages. ``transforms`` (e.g.
+    ["scale=1.1", "rotate=5"], not in the papers) are drawn every iteration of the first stage,
+    after the IJCV jitter."""
     if profile not in PROFILES:
         raise unknown("profile", profile, PROFILES)
     if recipe not in RECIPES:
@@ -193,8 +196,9 @@ def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations:
     if optimizer is not None and optimizer not in optimise.OPTIMIZERS:
         raise unknown("optimizer", optimizer, optimise.OPTIMIZERS)
     n = iterations if iterations is not None else PROFILES[profile]
+    extra = Transforms(tuple(transforms))
     if recipe == "ijcv2016":
-        return _ijcv(model, layer, profile, n, optimizer, schedule, param, lambda_tv, weight, beta)
+        return _ijcv(model, layer, profile, n, optimizer, schedule, param, lambda_tv, weight, beta, alpha, extra)
     if weight not in (None, 1, 1.0):
         raise SettingsError("the loss weight C belongs to the ijcv2016 recipe (the CVPR 2015 energy has none); "
                             "add --recipe ijcv2016 or drop the weight")
@@ -205,16 +209,19 @@ def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations:
         base = base.times(RATE_SCALE.get(model, {}).get(layer, 1.0))
     steps = base.with_iterations(n)
     setting = Setting(lambda_tv=lambda_tv_for(model, layer) if lambda_tv is None else lambda_tv,
-                      beta=Setting.beta if beta is None else beta)
+                      beta=Setting.beta if beta is None else beta, alpha=Setting.alpha if alpha is None else alpha)
     pixel_range = param == "pixels" and layer in PIXEL_RANGE.get(model, ())
-    return Recipe(model, layer, profile, optimizer, setting, steps, pixel_range, param=param)
+    stages = (Stage(steps, extra),) if extra.steps else ()
+    return Recipe(model, layer, profile, optimizer, setting, steps, pixel_range, param=param, stages=stages)
 
 
-def _ijcv(model, layer, profile, iterations, optimizer, schedule, param, lambda_tv, weight, beta) -> Recipe:
+def _ijcv(model, layer, profile, iterations, optimizer, schedule, param, lambda_tv, weight, beta, alpha,
+          extra: Transforms) -> Recipe:
     if model in SHALLOW_MODELS:
         raise SettingsError(f"the ijcv2016 recipe is defined for networks (its jitter comes from a layer's stride); "
                             f"invert {model} with --recipe cvpr2015")
-    setting = ijcv_setting(1.0 if weight is None else weight, IJCV_BETA if beta is None else beta)
+    setting = ijcv_setting(1.0 if weight is None else weight, IJCV_BETA if beta is None else beta,
+                           IJCV_ALPHA if alpha is None else alpha)
     if lambda_tv is not None:
         setting = replace(setting, lambda_tv=lambda_tv)
     if param == "fourier":
@@ -222,7 +229,7 @@ def _ijcv(model, layer, profile, iterations, optimizer, schedule, param, lambda_
     else:
         optimizer, base = optimizer or "adagrad", schedule or ijcv_schedule(setting.alpha)
     steps = base.with_iterations(iterations)
-    jitter = Transforms((Jitter(jitter_for(model, layer)),))
+    jitter = Transforms((Jitter(jitter_for(model, layer)),) + extra.steps)
     first, rest = Schedule(steps.steps[:1]), Schedule(steps.steps[1:])
     stages = (Stage(first, jitter),) + ((Stage(rest),) if rest.steps else ())
     return Recipe(model, layer, profile, optimizer, setting, steps, False, name="ijcv2016", stages=stages,
