@@ -186,3 +186,26 @@ def test_an_image_path_is_read_at_once(tmp_path):
     assert e.run(wait=True).provenance["image_size"] == [40, 40]
     with pytest.raises(ImageError, match="not found"):
         explore(model="hog", image=str(tmp_path / "missing.png"))
+
+
+def test_the_ijcv_recipe_and_fourier_images_from_the_widgets(fast):
+    """recipe ijcv2016: C instead of λ_TV, jitter and box in the run; fourier: Adam on the spectrum."""
+    assert fast.weight.disabled and not fast.lambda_tv.disabled
+    fast.model.value = "efficientnet_lite0"
+    fast.layer.value = "stage2"
+    fast.recipe.value = "ijcv2016"
+    assert fast.lambda_tv.disabled and not fast.weight.disabled
+    fast.weight.value, fast.iterations.value = 20.0, 10
+    result = fast.run(wait=True)
+    s = result.provenance["settings"][0]
+    assert (s["form"], s["weight"]) == ("ijcv2016", 20.0) and result.provenance["box"] == 160.0
+    assert result.provenance["stages"][0]["transforms"] == ["jitter=1"] and result.provenance["optimizer"] == "adagrad"
+    fast.param.value = "fourier"
+    result = fast.run(wait=True)
+    assert result.provenance["param"] == "fourier" and result.provenance["optimizer"] == "adam"
+    assert np.isfinite(result.error).all()
+    fast.model.value = "hog"
+    fast.recipe.value = "cvpr2015"
+    fast.recipe.value = "ijcv2016"  # HOG has no stride to jitter by: said at once, and by Run
+    assert "--recipe cvpr2015" in fast.message
+    assert fast.run(wait=True) is None and "--recipe cvpr2015" in fast.message

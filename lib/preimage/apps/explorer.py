@@ -29,6 +29,7 @@ from .. import images, representations
 from ..engine import budget
 from ..engine.objective import mask
 from ..engine.optimise import Progress, invert, resolve_device
+from ..engine.parameterisations import PARAMETERISATIONS
 from ..engine.results import InversionResult, record, weights_label
 from ..errors import ImageError, PreimageError, SettingsError, StopInversion
 from ..paper import recipes
@@ -53,7 +54,8 @@ class Explorer:
                  weights: str | None = None, lambda_tv: float | None = None, beta: float = 2.0,
                  iterations: int | None = None, restarts: int = 1, neigh: int = 0, group: int = 0,
                  size: int | None = None, profile: str = "quick", seed: int = 0, device: str = "auto",
-                 every: int = 5, output_dir: str | Path = "explorer", progress: bool = False):
+                 every: int = 5, output_dir: str | Path = "explorer", progress: bool = False,
+                 recipe: str = "cvpr2015", param: str = "pixels", weight: float = 1.0):
         import ipywidgets as w
 
         self.profile, self.device, self.every, self.progress = profile, device, every, progress
@@ -81,6 +83,12 @@ class Explorer:
         self.lambda_tv = w.FloatLogSlider(base=10, min=-2, max=3, step=0.1, description="λ_TV",
                                           readout_format=".3g", style=style, layout=wide)
         self.lambda_note = w.HTML()
+        self.recipe = w.Dropdown(options=list(recipes.RECIPES), value=recipe, description="recipe", style=style,
+                                 layout=wide)
+        self.param = w.Dropdown(options=list(PARAMETERISATIONS), value=param, description="image as",
+                                style=style, layout=wide)
+        self.weight = w.FloatLogSlider(value=weight, base=10, min=0, max=3, step=0.1, description="C (ijcv2016)",
+                                       readout_format=".3g", style=style, layout=wide)
         self.beta = w.FloatSlider(value=beta, min=1.0, max=3.0, step=0.5, description="β", style=style,
                                   layout=wide)
         self.iterations = w.IntSlider(min=5, max=2000, step=5, description="iterations", style=style,
@@ -107,6 +115,7 @@ class Explorer:
         self.model.observe(self._model_changed, "value")
         self.layer.observe(self._layer_changed, "value")
         self.lambda_tv.observe(self._show_lambda, "value")
+        self.recipe.observe(self._recipe_changed, "value")
         self.upload.observe(self._uploaded, "value")
         self.run_button.on_click(lambda _: self.run(wait=False))
         self.stop_button.on_click(lambda _: self.stop())
@@ -130,8 +139,10 @@ class Explorer:
                 widget.value = value
         self._say("info", notes or ["Choose an image, a model and a layer, then press Run."])
 
-        controls = w.VBox([self.image, self.upload, self.model, self.weights, self.layer,
-                           w.HBox([self.lambda_tv, self.lambda_note]), self.beta, self.iterations, self.restarts,
+        self.lambda_tv.disabled, self.weight.disabled = recipe == "ijcv2016", recipe != "ijcv2016"
+        controls = w.VBox([self.image, self.upload, self.model, self.weights, self.layer, self.recipe, self.param,
+                           self.weight, w.HBox([self.lambda_tv, self.lambda_note]), self.beta, self.iterations,
+                           self.restarts,
                            self.neigh, self.group, self.size, self.seed, self.output,
                            w.HBox([self.run_button, self.stop_button, self.save_button]), self.bar])
         self.widget = w.VBox([w.HBox([controls, w.VBox([self.live, self.plot])]), self.error_label,
@@ -155,6 +166,22 @@ class Explorer:
         self.layer.value = overview[1] if len(overview) > 1 else overview[0]
         self.size.value = 0 if hand_designed else _input_size(model)
         self.iterations.value = recipes.recipe(model, None, profile=self.profile).schedule.iterations
+
+    def _recipe_changed(self, change):
+        # the IJCV energy takes λ_TV from β and weighs the loss by C; the CVPR one the reverse
+        ijcv = change["new"] == "ijcv2016"
+        self.lambda_tv.disabled, self.weight.disabled = ijcv, not ijcv
+        try:  # the recipe's own length (ijcv2016: 300 + 50 in the paper profile)
+            self.iterations.value = self._plan(self.model.value, self.layer.value, None).schedule.iterations
+        except PreimageError as e:  # e.g. ijcv2016 on HOG: said now, and again by Run
+            self._say("error", [str(e)])
+
+    def _plan(self, model: str, layer: str, iterations: int | None) -> recipes.Recipe:
+        ijcv = self.recipe.value == "ijcv2016"
+        return recipes.recipe(model, layer, profile=self.profile, iterations=iterations, recipe=self.recipe.value,
+                              param=self.param.value, beta=float(self.beta.value),
+                              lambda_tv=None if ijcv else float(self.lambda_tv.value),
+                              weight=float(self.weight.value) if ijcv else None)
 
     def _layer_changed(self, change):
         if change["new"] is not None:  # the paper's λ for the layer's block (Fig. 6)
@@ -233,7 +260,7 @@ class Explorer:
         name = self.image.value
         rgb, notes = (self._uploads[name], []) if name in self._uploads else images.load(name)
         size = self.size.value or None
-        plan = recipes.recipe(model, layer, iterations=self.iterations.value, lambda_tv=float(self.lambda_tv.value))
+        plan = self._plan(model, layer, self.iterations.value)
         side = (size, size) if size is not None else rgb.shape[:2]
         budget.batch_size(rep, (rep.in_channels, *side), 1, plan.schedule.iterations, resolve_device(self.device))
         if size is not None and rgb.shape[:2] != (size, size):
@@ -241,15 +268,13 @@ class Explorer:
             notes += images.check_scale(rgb.shape[:2], size, rep.label, explicit=True)
         rgb = images.fit(rgb, size)
         rep.check_image_size(*rgb.shape[:2])
-        setting = replace(plan.setting, beta=float(self.beta.value), neigh=self.neigh.value or None,
-                          group=self.group.value or None)
+        setting = replace(plan.setting, neigh=self.neigh.value or None, group=self.group.value or None)
         schedule = plan.schedule
         x0 = images.to_input(rgb, rep.mean)
         mask(rep.code_shape(*rgb.shape[:2]), setting, rep.layer)  # e.g. neigh larger than the map
-        kwargs = {"settings": setting, "restarts": self.restarts.value, "schedule": schedule,
-                  "seed": self.seed.value, "device": self.device, "progress": self.progress,
-                  "callback": self._on_progress, "every": self.every,
-                  "pixel_range": plan.pixel_range}
+        kwargs = {"settings": setting, "restarts": self.restarts.value, "seed": self.seed.value,
+                  "device": self.device, "progress": self.progress, "callback": self._on_progress,
+                  "every": self.every, **plan.run_options()}
         self._original, self._rep, self._notes, self._warned = rgb, rep, warned + notes, bool(warned)
         self._plotted = -np.inf  # the first live update draws the plot
         self.bar.max, self.bar.value = schedule.iterations, 0
