@@ -12,9 +12,14 @@ forward+backward passes (the fair cost unit: L-BFGS makes several per step) for 
   variable u = x/σ and the same start noise as the reference; every closure call is one pass.
   Where the reference projects onto the valid pixels, L-BFGS minimises E(clamp(σu)) instead
   (a reparametrisation, not a projection: clamped pixels get zero gradient).
+- each ``--recipes NAME[:C]``: ``preimage.recipe(model, layer, recipe=..., param=...)`` stretched
+  to the reference's passes: ``ijcv2016`` (the IJCV 2016 recipe, C as given, default 1; networks
+  only) and ``fourier`` (the CVPR energy on Lucid's Fourier image, Adam on the spectrum).
 
-The error is read off the normalised L2 loss term (error = sqrt(loss)), so recording it costs no
-extra pass: ``InversionResult.energies["loss"][n]`` is the loss of the iterate after n updates.
+The error is read off the normalised L2 loss term (error = sqrt(loss / C)), so recording it costs no
+extra pass: ``InversionResult.energies["loss"][n]`` is the loss of the iterate after n updates (for
+the IJCV recipe's jittered first stage, the loss of the window the network saw; the last point of
+every curve is the error of the result itself).
 Every optimiser runs the reference's number of passes (L-BFGS at most: a line search that would
 overrun the budget is not counted). Wall times are on ``--threads`` torch threads. Writes ``OUT/convergence.png`` and prints
 a markdown table: the reference's final error and passes, the passes each other optimiser takes to
@@ -48,6 +53,24 @@ def run_invert(rep, x0, setting, schedule, optimizer, pixel_range):
                         pixel_range=pixel_range, device="cpu", progress=False)
     err = np.sqrt(r.energies["loss"][:, 0])  # the iterate after n updates, n = 0..N-1
     return np.append(err, r.error[0]), r.time_s
+
+
+def run_recipe(rep, x0, spec, model, layer, n):
+    """(error after 0..n passes, wall time) for ``--recipes`` entry ``spec`` (NAME[:C]), or None
+    where the recipe does not apply (ijcv2016 on HOG)."""
+    name, _, weight = spec.partition(":")
+    kw = {"param": "fourier"} if name == "fourier" else {"recipe": name, "weight": float(weight or 1)}
+    if name == "ijcv2016" and model in recipes.SHALLOW_MODELS:
+        return None
+    plan = preimage.recipe(model, layer, iterations=n, **kw)
+    r = preimage.invert(rep, x0, settings=plan.setting, device="cpu", progress=False, **plan.run_options())
+    err = np.sqrt(r.energies["loss"][:, 0] / plan.setting.weight)
+    return np.append(err, r.error[0]), r.time_s
+
+
+def recipe_label(spec: str) -> str:
+    name, _, weight = spec.partition(":")
+    return name + (f" C={weight}" if weight else "")
 
 
 def run_lbfgs(rep, x0, setting, passes, pixel_range, history=100):
@@ -117,6 +140,8 @@ def main():
                         "fewer shorten the schedules as the quick profile does")
     p.add_argument("--adam", nargs="+", default=["1", "4", "4:200"], metavar="SCALE[:PASSES]",
                    help="Adam runs: ADAM's rates × SCALE, its schedule shortened to PASSES (default: the reference's)")
+    p.add_argument("--recipes", nargs="*", default=["ijcv2016", "ijcv2016:100", "fourier"], metavar="NAME[:C]",
+                   help="other recipes at the reference's passes: ijcv2016 (C default 1) and fourier")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared CPU, 2 threads ran up to 10x slower than 1)")
     p.add_argument("--hog-size", type=int, default=256, help="HOG image side (the paper profile's 256)")
@@ -149,25 +174,31 @@ def main():
                 err, times[label] = run_invert(rep, x0, setting, sched, "adam", clamp)
                 curves[label] = np.stack([np.arange(m + 1), err], 1)
             curves["lbfgs"], times["lbfgs"] = run_lbfgs(rep, x0, setting, n, clamp)
+            for spec in args.recipes:
+                done = run_recipe(rep, x0, spec, model, layer, n)
+                if done is not None:
+                    curves[recipe_label(spec)] = np.stack([np.arange(n + 1), done[0]], 1)
+                    times[recipe_label(spec)] = done[1]
             goal = curves["reference sgd"][-1, 1]
             title = f"{model} {layer} · {name} {x0.shape[2]}×{x0.shape[3]}" + (" · pixel range" if clamp else "")
             plots.append((title, curves, goal))
-            cells = []
+            cells = {}
             for label, c in curves.items():
                 if label == "reference sgd":
                     continue
                 hit = first_reach(c, goal)
-                cells.append((f"{hit} ({hit / n:.0%})" if hit is not None else "not reached") + f", final {c[-1, 1]:.3f}")
-            rows.append(f"| {name} | {model} {layer} | {goal:.3f} @ {n} | " + " | ".join(cells) + " | "
-                        + ", ".join(f"{t:.1f}" for t in times.values()) + " |")
+                cells[label] = (f"{hit} ({hit / n:.0%})" if hit is not None else "not reached") + f", final {c[-1, 1]:.3f}"
+            rows.append((f"| {name} | {model} {layer} | {goal:.3f} @ {n} | ", cells,
+                         ", ".join(f"{t:.1f}" for t in times.values())))
             print(f"{title}: " + ", ".join(f"{k} {c[-1, 1]:.3f} @ {int(c[-1, 0])} in {times[k]:.1f} s"
                                            for k, c in curves.items()), flush=True)
-    methods = [k for k in curves if k != "reference sgd"]
+    methods = list(dict.fromkeys(k for _, cells, _ in rows for k in cells))
     print("\n| image | layer | reference: final error @ passes | "
           + " | ".join(f"{m}: passes to reach it, final error" for m in methods)
-          + " | wall s (" + ", ".join(curves) + ") |")
+          + " | wall s (reference, then each in this order) |")
     print("|---|---|---|" + "---|" * len(methods) + "---|")
-    print("\n".join(rows))
+    for head, cells, walls in rows:
+        print(head + " | ".join(cells.get(m, "n/a") for m in methods) + f" | {walls} |")
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     plot(plots, Path(args.out) / "convergence.png")
 
