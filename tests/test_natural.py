@@ -204,3 +204,19 @@ def test_cli_bad_input_one_line_exit_2(capsys, tmp_path, argv, message):
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_maximisation_with_fourier_images_under_either_recipe():
+    """--param fourier works in maximisation under both recipes: the unit fires above its largest
+    activation on the photos. The CVPR recipe on pixels is refused (its rates diverge on the dot loss)."""
+    rep = representations.get(MODEL, "stage3")
+    for name in recipes.RECIPES:
+        found = natural.maximise(rep, [5], recipe=name, param="fourier", profile="quick", iterations=60,
+                                 device="cpu", progress=False)
+        assert found.activation[0] > found.reference[0], (name, found.summary())
+        assert found.result.provenance["param"] == "fourier"
+        assert found.result.provenance["settings"][0]["form"] == name
+    with pytest.raises(SettingsError, match="use --recipe ijcv2016, or --param fourier"):
+        natural.maximise(rep, [5], recipe="cvpr2015")
+    with pytest.raises(SettingsError, match="use --recipe ijcv2016, or --param fourier"):
+        natural.caricature(rep, torch.zeros(1, 3, 96, 96), recipe="cvpr2015")

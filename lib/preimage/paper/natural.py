@@ -94,6 +94,14 @@ def check_unit_code(rep) -> None:
                             f"gradient orientations, so maximising one bin only draws an edge; use a network")
 
 
+def check_recipe(recipe: str, param: str) -> None:
+    """Maximisation and caricatures need the IJCV recipe, or the Fourier image's Adam."""
+    if recipe == "cvpr2015" and param == "pixels":
+        raise SettingsError("maximisation and caricatures follow the IJCV 2016 paper: use --recipe ijcv2016, or "
+                            "--param fourier (the CVPR 2015 rates are set for its normalised inversion loss and "
+                            "diverge on the dot loss)")
+
+
 def channel_index(rep, channel: int | str) -> tuple[int, str | None]:
     """The channel ``channel`` names (an index, or a class name at a model's last layer) and its
     class name where the model knows one."""
@@ -203,6 +211,7 @@ def maximise(rep, channels: list[int | str], *, recipe: str = "ijcv2016", param:
     """Images that excite the centre unit of each of ``channels`` (indices, or class names at the
     last layer) of ``rep``'s layer (ijcv.md §4)."""
     check_unit_code(rep)
+    check_recipe(recipe, param)
     if not channels:
         raise SettingsError("give at least one channel to maximise")
     picked = [channel_index(rep, c) for c in channels]
@@ -227,6 +236,7 @@ def caricature(rep, x: torch.Tensor, *, recipe: str = "ijcv2016", param: str = "
     already holds (ijcv.md §5): w = max(Φ(x0), 0)/||max(Φ(x0), 0)||², started from x0, with
     C = ``weight`` (default ``CARICATURE_WEIGHT``)."""
     check_unit_code(rep)
+    check_recipe(recipe, param)
     with torch.no_grad():
         fired = rep(torch.as_tensor(x, dtype=torch.float32)).clamp_min(0)
     norm2 = fired.flatten(1).square().sum(1)
