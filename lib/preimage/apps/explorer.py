@@ -271,7 +271,7 @@ class Explorer:
         setting = replace(plan.setting, neigh=self.neigh.value or None, group=self.group.value or None)
         schedule = plan.schedule
         x0 = images.to_input(rgb, rep.mean)
-        mask(rep.code_shape(*rgb.shape[:2]), setting, rep.layer)  # e.g. neigh larger than the map
+        mask(rep.code_shape(*rgb.shape[:2]), setting, rep.layer, tokens=rep.tokens)  # e.g. neigh too large
         kwargs = {"settings": setting, "restarts": self.restarts.value, "seed": self.seed.value,
                   "device": self.device, "progress": self.progress, "callback": self._on_progress,
                   "every": self.every, **plan.run_options()}

@@ -105,38 +105,60 @@ class Setting:
         return d
 
 
-def mask(code_shape: tuple[int, ...], setting: Setting, layer: str = "this layer") -> torch.Tensor:
-    """A 0/1 tensor of ``code_shape`` keeping the features ``setting`` selects."""
+def mask(code_shape: tuple[int, ...], setting: Setting, layer: str = "this layer", *,
+         tokens: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """A 0/1 tensor of ``code_shape`` keeping the features ``setting`` selects.
+
+    ``tokens`` (prefix, h, w): the code is a token sequence (T, D) of ``prefix`` tokens of no
+    position (a ViT's class token) followed by an h x w grid of patch tokens, row by row. Then
+    ``neigh`` keeps the central n x n patch tokens and drops the prefix tokens, and ``group``
+    and ``channels`` select among the D features of every token."""
     m = torch.ones(code_shape)
-    channels = code_shape[0]
+    channels = code_shape[-1] if tokens else code_shape[0]
     if setting.neigh is not None:
-        if len(code_shape) != 3:
-            raise SettingsError(f"neigh needs a spatial code, but {layer} is a flat vector of {channels} "
-                                f"values; use a convolutional layer or drop neigh")
-        n = setting.neigh
-        h, w = code_shape[1:]
-        if n > min(h, w):
-            raise SettingsError(f"neigh {n} is larger than the {h}x{w} map of {layer}; use neigh <= {min(h, w)}")
-        keep = torch.zeros(h, w)
-        top, left = (h - n) // 2, (w - n) // 2
-        keep[top:top + n, left:left + n] = 1
-        m = m * keep
+        m = m * _neigh_keep(code_shape, setting.neigh, layer, tokens)
     if setting.group is not None:
         half = channels // 2
         index = range(half) if setting.group == 1 else range(half, channels)
-        m = m * _channel_keep(code_shape, index)
+        m = m * _channel_keep(code_shape, index, tokens)
     if setting.channels is not None:
         bad = [c for c in setting.channels if not 0 <= c < channels]
         if bad:
-            raise SettingsError(f"channel indices {bad} out of range for {layer} ({channels} channels)")
-        m = m * _channel_keep(code_shape, setting.channels)
+            what = f"the tokens of {layer} ({channels} features each)" if tokens else f"{layer} ({channels} channels)"
+            raise SettingsError(f"channel indices {bad} out of range for {what}")
+        m = m * _channel_keep(code_shape, setting.channels, tokens)
     return m
 
 
-def _channel_keep(code_shape, index) -> torch.Tensor:
-    keep = torch.zeros(code_shape[0])
+def _neigh_keep(code_shape, n: int, layer: str, tokens) -> torch.Tensor:
+    """1 at the central n x n positions of a map (C, h, w), or patch tokens of a token code."""
+    if tokens:
+        prefix, h, w = tokens
+        if len(code_shape) != 2 or code_shape[0] != prefix + h * w:
+            raise SettingsError(f"the code of {layer} has shape {code_shape}, not the {prefix} + {h}x{w} tokens "
+                                f"of its grid at the network's input size; use an image of that size")
+        what = "grid of patch tokens"
+    elif len(code_shape) == 1:
+        raise SettingsError(f"neigh needs a spatial code, but {layer} is a flat vector of {code_shape[0]} "
+                            f"values; use a convolutional layer or drop neigh")
+    elif len(code_shape) != 3:
+        raise SettingsError(f"neigh needs a spatial code, but the code of {layer} has shape {code_shape}, "
+                            f"neither a map nor known tokens; drop neigh")
+    else:
+        (h, w), what = code_shape[1:], "map"
+    if n > min(h, w):
+        raise SettingsError(f"neigh {n} is larger than the {h}x{w} {what} of {layer}; use neigh <= {min(h, w)}")
+    keep = torch.zeros(h, w)
+    top, left = (h - n) // 2, (w - n) // 2
+    keep[top:top + n, left:left + n] = 1
+    return torch.cat([torch.zeros(prefix), keep.flatten()]).unsqueeze(1) if tokens else keep
+
+
+def _channel_keep(code_shape, index, tokens=None) -> torch.Tensor:
+    """1 at the channels ``index``: along the first axis, or the last (the features) of tokens."""
+    keep = torch.zeros(code_shape[-1] if tokens else code_shape[0])
     keep[list(index)] = 1
-    return keep.view(-1, *([1] * (len(code_shape) - 1)))
+    return keep if tokens else keep.view(-1, *([1] * (len(code_shape) - 1)))
 
 
 class _PowClamped(torch.autograd.Function):

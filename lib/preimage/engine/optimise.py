@@ -242,7 +242,8 @@ def _run(reps, targets, settings, shape, stages: list[Stage], rate_scales, sched
     ``schedules[g]`` is what layer g's provenance records."""
     restarts, device, batch_size = options.restarts, options.device, options.batch_size
     settings = [[s] if isinstance(s, Setting) else list(s) for s in settings]
-    masks = [torch.stack([mask(tuple(t.shape[1:]), s, rep.layer) for s in ss]).to(device)
+    masks = [torch.stack([mask(tuple(t.shape[1:]), s, rep.layer, tokens=getattr(rep, "tokens", None))
+                          for s in ss]).to(device)
              for rep, t, ss in zip(reps, targets, settings)]
     items = np.array([(g, n, s, r) for g in range(len(reps)) for n in range(len(targets[g]))
                       for s in range(len(settings[g])) for r in range(restarts)], dtype=np.int64).reshape(-1, 4)

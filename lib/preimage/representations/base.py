@@ -18,6 +18,9 @@ class LayerInfo:
     geometry: Geometry
     receptive_field: ReceptiveField
     spatial: bool = True  # False once the code is a flat vector (fully connected layers)
+    # A token sequence (T, D), e.g. a ViT's: (prefix, h, w) for `prefix` tokens of no position (the
+    # class token) followed by an h x w grid of patch tokens, row by row. None for other codes.
+    tokens: tuple[int, int, int] | None = None
 
 
 def layer_table(specs: list[tuple[str, int, Geometry, bool]]) -> list[LayerInfo]:
@@ -71,6 +74,11 @@ class Representation(nn.Module):
         return self.info.receptive_field
 
     @property
+    def tokens(self) -> tuple[int, int, int] | None:
+        """(prefix, h, w) when the code is a token sequence (see LayerInfo), else None."""
+        return self.info.tokens
+
+    @property
     def in_channels(self) -> int:
         return len(self.mean)
 
@@ -91,14 +99,19 @@ class Representation(nn.Module):
 
     def min_image_size(self) -> int:
         """Smallest image side this layer accepts: its receptive field, except that fully
-        connected layers need the whole nominal input."""
+        connected layers need the whole nominal input, and so do token sequences (their grid
+        is that of the nominal input, whose number of tokens position embeddings fix)."""
         size = self.receptive_field.size
         if self.input_size is not None:
-            size = min(size, self.input_size)
+            size = min(size, self.input_size) if self.tokens is None else self.input_size
         return size
 
     def check_image_size(self, height: int, width: int) -> None:
         need = self.min_image_size()
+        if min(height, width) < need and self.tokens is not None:
+            _, h, w = self.tokens
+            raise ImageError(f"a {height}x{width} image is smaller than the {need}x{need} input of {self.model}, "
+                             f"whose {h}x{w} grid of patch tokens {self.layer} holds; use an image of {need}x{need}")
         if min(height, width) < need:
             earlier = [l.name for l in self.layers if l.receptive_field.size <= min(height, width)]
             hint = f" or an earlier layer ({', '.join(earlier[-3:])})" if earlier else ""

@@ -13,17 +13,24 @@ strides assumed), analytically wherever the operation is known: convolutions and
 the field (dilation, timm's dynamic "same" padding, ``F.pad`` and crops included); element-wise
 operations, normalisation over channels, activations and layout changes (permute, view) keep
 it; several inputs (add, cat, mul) take the union of their boxes and the largest stride
-(branches share the stride in every network seen). Operations that mix all positions (global
-pooling, flattening and space-to-depth, means over space, linear layers or softmax over a
-spatial axis, group norm, attention on tokens) see the whole input: the union of the boxes of
-every unit of the grid they reduce at the nominal input size, with that grid's stride;
-everything downstream stays whole (so with squeeze-and-excitation, every layer after the first
+(branches share the stride in every network seen). A map whose rows and columns are flattened
+into one axis (a ViT's patch embedding) is a grid of tokens, (N, T, D), with the tokens
+concatenated in front of it (class, distillation or register tokens) counted apart as its
+prefix; linear layers, layer norms and activations over D act on each token alone and keep the
+field. Operations that mix all positions (global pooling, flattening into a vector and
+space-to-depth, means over space, linear layers over a spatial axis, group norm) see the whole
+input: the union of the boxes of every unit of the grid they reduce at the nominal input size,
+with that grid's stride. Softmax over a spatial axis and attention (the product of two tensors
+computed from the image, q @ kᵀ and its weights @ v, scaled_dot_product_attention,
+nn.MultiheadAttention) see the whole input too, but leave every unit in its place: after a
+ViT's first attention every token sees the whole image and the tokens are still a grid.
+Everything downstream stays whole (so with squeeze-and-excitation, every layer after the first
 SE block sees the whole image). A leaf module is traced on its own and walked the same way.
 What the walk cannot resolve (LP pooling, Swin's window attention, timm's MobileViT blocks) is
 measured: the input rows with a non-zero gradient for the node's centre unit under random
 weights and inputs (a lower bound, exact for convolutional paths), the stride from the ratio of
 map sizes, at the nominal size and then twice it if the field does not fit; it counts as whole
-if it never fits.
+if it never fits, or if its input is a token sequence.
 """
 from __future__ import annotations
 
@@ -223,20 +230,32 @@ class _Unknown(Exception):
 
 
 class _Field:
-    """Unit 0's box [lo, hi) in input pixels along the rows, the stride between units, the
-    tensor's (row, column) axes and its number of rows at the nominal input size. ``axes`` None:
-    positions are mixed, every value may depend on the whole grid upstream (see ``whole``)."""
+    """Unit 0's box [lo, hi) in input pixels along the rows, the stride between units, and the
+    layout of the units in the tensor: ``axes`` (row, column) of a map, or (t, t) for a token
+    axis t that holds ``tokens`` = (prefix, h, w): ``prefix`` tokens of no position (a class
+    token), then an h x w grid row by row; ``rows``: the grid's rows at the nominal input size.
+    ``mixed``: every unit may depend on the whole grid upstream, the box being that union (see
+    ``spread``); ``axes`` None: mixed, and the positions are gone (global pooling, a flat vector)."""
 
-    __slots__ = ("axes", "hi", "lo", "rows", "stride")
+    __slots__ = ("axes", "hi", "lo", "mixed", "rows", "stride", "tokens")
 
-    def __init__(self, lo: int, hi: int, stride: int, axes: tuple[int, int] | None, rows: int = 1):
+    def __init__(self, lo: int, hi: int, stride: int, axes: tuple[int, int] | None, rows: int = 1,
+                 tokens: tuple[int, int, int] | None = None, mixed: bool = False):
         self.lo, self.hi, self.stride, self.axes, self.rows = lo, hi, stride, axes, rows
+        self.tokens, self.mixed = tokens, mixed or axes is None
+
+    def spread(self) -> _Field:
+        """Every unit sees the union of the boxes of every unit of the grid; the layout is kept
+        (attention: each token still stands at its place)."""
+        if self.mixed:
+            return self
+        return _Field(self.lo, self.hi + (self.rows - 1) * self.stride, self.stride, self.axes, self.rows,
+                      self.tokens, True)
 
     def whole(self) -> _Field:
-        """The union of the boxes of every unit of the grid."""
-        if self.axes is None:
-            return self
-        return _Field(self.lo, self.hi + (self.rows - 1) * self.stride, self.stride, None)
+        """``spread``, with the positions reduced away."""
+        f = self.spread()
+        return _Field(f.lo, f.hi, f.stride, None)
 
     def window(self, kernel: int, stride: int, before: int, rows: int) -> _Field:
         """After a ``kernel``-wide window moved by ``stride`` over a map padded by ``before``."""
@@ -244,13 +263,28 @@ class _Field:
                       self.stride * stride, self.axes, rows)
 
     def moved(self, axes: tuple[int, int], rows: int | None = None) -> _Field:
-        return _Field(self.lo, self.hi, self.stride, axes, self.rows if rows is None else rows)
+        """The same units on ``axes``, a map's with ``rows`` rows (a token grid keeps its rows,
+        which the length of its axis does not give)."""
+        rows = self.rows if rows is None or self.tokens else rows
+        return _Field(self.lo, self.hi, self.stride, axes, rows, self.tokens, self.mixed)
+
+    def regrid(self, axes: tuple[int, int], tokens: tuple[int, int, int] | None) -> _Field:
+        """The same units on ``axes``, as the token grid ``tokens`` (None: as a map)."""
+        return _Field(self.lo, self.hi, self.stride, axes, self.rows, tokens, self.mixed)
+
+    def seeing(self, fields: list[_Field]) -> _Field:
+        """These units, each seeing all that ``fields`` see: the union of their whole grids."""
+        seen = _merge(fields)
+        return _Field(seen.lo, seen.hi, self.stride, self.axes, self.rows, self.tokens, True)
 
 
-def _merge(fields: list[_Field], axes=None, rows: int = 1) -> _Field:
+def _merge(fields: list[_Field], axes=None, rows: int = 1, tokens=None) -> _Field:
+    """The union of the fields' boxes on a common layout (``axes`` with ``rows`` rows, or the
+    token grid ``tokens``), with the largest stride; without axes, of their whole boxes."""
     if axes is None:
         fields = [f.whole() for f in fields]
-    return _Field(min(f.lo for f in fields), max(f.hi for f in fields), max(f.stride for f in fields), axes, rows)
+    return _Field(min(f.lo for f in fields), max(f.hi for f in fields), max(f.stride for f in fields), axes,
+                  tokens[1] if tokens else rows, tokens, any(f.mixed for f in fields))
 
 
 def _meta(node):
@@ -281,6 +315,21 @@ def _first(value):
 def _dims(value, ndim: int) -> list[int]:
     dims = value if isinstance(value, (tuple, list)) else [value]
     return [d % ndim for d in dims]
+
+
+def _same_start(old: tuple[int, ...], new: tuple[int, ...], axis: int, size: int) -> int | None:
+    """The axis of ``new`` of ``size`` that starts where ``axis`` of ``old`` does (the sizes
+    before them multiply to the same number), if any."""
+    before = math.prod(old[:axis])
+    return next((b for b in range(len(new)) if new[b] == size and math.prod(new[:b]) == before), None)
+
+
+def _prefix_only(index, prefix: int) -> bool:
+    """Whether ``index`` on a token axis keeps nothing but some of its first ``prefix`` tokens."""
+    if isinstance(index, slice):
+        return isinstance(index.start, (int, type(None))) and isinstance(index.stop, int) \
+            and 0 <= (index.start or 0) and 0 < index.stop <= prefix
+    return isinstance(index, int) and 0 <= index < prefix
 
 
 def _padding_before(padding, kernel: int) -> int:
@@ -327,6 +376,7 @@ _RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", 
 _NORMS = {F.layer_norm, F.rms_norm}  # over the last len(normalized_shape) dimensions
 _SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
 _SPLITS = {"chunk", "split", "unbind"}
+_MATMULS = {operator.matmul, torch.matmul, torch.bmm}
 _ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _PADS = (nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.CircularPad2d)
 
@@ -357,8 +407,8 @@ class _Walk:
 
     def field(self, node: fx.Node) -> _Field | None:
         if node.op == "placeholder":
-            if self.inputs is None:
-                return _Field(0, 1, 1, (2, 3), self.input_size)
+            if self.inputs is None:  # the image; other arguments (timm's attn_mask) keep their defaults
+                return _Field(0, 1, 1, (2, 3), self.input_size) if _meta(node) is not None else None
             return self.inputs.pop(0) if self.inputs else None
         sources = [(n, self.fields[n]) for n in node.all_input_nodes if self.fields.get(n) is not None]
         ins = [f for _, f in sources]
@@ -366,12 +416,17 @@ class _Walk:
             return None  # constants, sizes, shapes: not a function of the image
         if any(f.axes is None for f in ins):
             return _merge(ins)
+        mixed = any(f.mixed for f in ins)
         try:
-            return self.rule(node, ins)
+            out = self.rule(node, ins)
         except Exception as e:  # noqa: BLE001 (_Unknown, or arguments no rule expects)
+            if mixed:  # the whole grid is seen already: only where the positions went is unknown
+                return _merge(ins)
             if self.measure is None:
                 raise _Unknown(str(e) if isinstance(e, _Unknown) else node.format_node()) from None
             return self.measure(node, sources)
+        # What has seen everything still does, on the rule's layout.
+        return out.seeing(ins) if mixed else out
 
     # -- the rules
 
@@ -389,6 +444,10 @@ class _Walk:
             return self.concat(node, ins)
         if target is F.linear:
             return self.last_dims(node, 1)
+        if target in _MATMULS or (node.op == "call_method" and target in ("matmul", "bmm")):
+            return self.matmul(node, ins)
+        if target is F.scaled_dot_product_attention:
+            return self.attention(node, ins)
         if target in _NORMS:
             shape = _arg(node, 1, "normalized_shape")
             return self.last_dims(node, len(shape) if isinstance(shape, (tuple, list)) else 1)
@@ -432,6 +491,8 @@ class _Walk:
             return self.last_dims(node, len(m.normalized_shape))
         if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
             return self.along(node, m.dim)
+        if isinstance(m, nn.MultiheadAttention):
+            return self.attention(node, ins)
         if isinstance(m, (nn.Flatten, nn.Unflatten)):
             return self.reshape(node)
         return self.submodule(node, m)
@@ -480,7 +541,10 @@ class _Walk:
             if (out[moved[0]], out[moved[1]]) != (shape[f.axes[0]], shape[f.axes[1]]) or axes not in (None, moved):
                 raise _Unknown(f"{node.format_node()} (broadcasts over space)")
             axes = moved
-        return _merge(ins, axes, out[axes[0]])
+        grids = {f.tokens for f in ins}
+        if len(grids) > 1:
+            raise _Unknown(f"{node.format_node()} (different token grids)")
+        return _merge(ins, axes, out[axes[0]], grids.pop())
 
     def concat(self, node: fx.Node, ins: list[_Field]) -> _Field:
         out = _shape(node)
@@ -488,13 +552,24 @@ class _Walk:
         first = self.fields[next(n for n in node.all_input_nodes if self.fields.get(n) is not None)]
         if node.target is torch.stack:
             axes = tuple(a + (a >= dim) for a in first.axes)
+        elif first.tokens and dim == first.axes[0]:
+            return self.prefixed(node, dim)
         else:
             axes = first.axes
-        if dim in axes or any(f.axes != first.axes for f in ins):
+        if dim in axes or any(f.axes != first.axes or f.tokens != first.tokens for f in ins):
             raise _Unknown(f"{node.format_node()} (joins along space)")
-        return _merge(ins, axes, out[axes[0]])
+        return _merge(ins, axes, out[axes[0]], first.tokens)
 
-    def getitem(self, node: fx.Node) -> _Field:
+    def prefixed(self, node: fx.Node, dim: int) -> _Field:
+        """Tokens joined in front of a token grid (a class token): more prefix tokens."""
+        *before, grid = _arg(node, 0, "tensors")
+        f = self.fields.get(grid)
+        if f is None or any(self.fields.get(t) is not None for t in before):
+            raise _Unknown(f"{node.format_node()} (joins tokens computed from the image)")
+        prefix, h, w = f.tokens
+        return f.regrid(f.axes, (prefix + sum(_shape(t)[dim] for t in before), h, w))
+
+    def getitem(self, node: fx.Node) -> _Field | None:
         source, index = node.args
         f = self.fields[source]
         if not isinstance(_meta(source), TensorMetadata):  # one tensor of a tuple (chunk, split)
@@ -513,6 +588,8 @@ class _Walk:
                 position += 1
                 continue
             if dim in f.axes:
+                if f.tokens and not f.mixed and _prefix_only(i, f.tokens[0]):
+                    return None  # per-token operations never brought the image into a class token
                 if not isinstance(i, slice) or any(isinstance(v, fx.Node) for v in (i.start, i.step)) \
                         or (i.start or 0) < 0 or (i.step or 1) < 1:
                     raise _Unknown(f"{node.format_node()} (indexes space)")
@@ -524,6 +601,11 @@ class _Walk:
         out = _shape(node)
         moved = (axes[f.axes[0]], axes[f.axes[1]])
         step, start = crop or (1, 0)
+        if f.tokens:  # prefix tokens may go, the grid must stay whole
+            prefix, h, w = f.tokens
+            if step != 1 or start > prefix or out[moved[0]] != prefix - start + h * w:
+                raise _Unknown(f"{node.format_node()} (indexes the token grid)")
+            return f.regrid(moved, (prefix - start, h, w))
         return f.window(1, step, -start, out[moved[0]]).moved(moved)
 
     def last_dims(self, node: fx.Node, count: int) -> _Field:
@@ -534,10 +616,39 @@ class _Walk:
         return f.moved(f.axes, _shape(node)[f.axes[0]])
 
     def along(self, node: fx.Node, dim) -> _Field:
+        """Softmax or normalisation along ``dim``: along space, every unit sees the whole grid
+        and stays in its place."""
         f = self.fields[node.args[0]]
         if dim is None or dim % len(_shape(node.args[0])) in f.axes:
-            return f.whole()
+            return f.spread()
         return f
+
+    def matmul(self, node: fx.Node, ins: list[_Field]) -> _Field:
+        """a @ b sums over a's last axis and b's second last. With one side constant (a weight),
+        the positions stay where they are unless they are summed over. With both computed from
+        the image, as in attention (q @ kᵀ, then the weights @ v), every row of a meets all of
+        b's positions: it sees the whole grid (an upper bound should b's positions be batch
+        axes), in a's layout."""
+        a, b = node.args[:2]
+        fa = self.fields.get(a)
+        f, x, summed = (fa, a, -1) if fa is not None else (self.fields[b], b, -2)
+        ndim = len(_shape(x))
+        if min(len(_shape(a)), len(_shape(b))) < 2 or summed % ndim in f.axes:
+            return _merge(ins)
+        shift = len(_shape(node)) - ndim
+        axes = (f.axes[0] + shift, f.axes[1] + shift)
+        return f.moved(axes) if len(ins) == 1 else f.moved(axes).seeing(ins)
+
+    def attention(self, node: fx.Node, ins: list[_Field]) -> _Field:
+        """Scaled dot-product attention (a function or nn.MultiheadAttention): every query meets
+        every key, so every output unit sees the whole grid, in the queries' layout."""
+        q = node.args[0] if node.args else node.kwargs["query"]
+        f = self.fields.get(q)
+        ndim = len(_shape(q))
+        if f is None or ndim - 1 in f.axes:
+            return _merge(ins)
+        shift = len(_shape(node)) - ndim
+        return f.moved((f.axes[0] + shift, f.axes[1] + shift)).seeing(ins)
 
     def window_function(self, node: fx.Node) -> _Field:
         f, rows = self.spatial_input(node)
@@ -568,6 +679,10 @@ class _Walk:
         ndim = len(_shape(node.args[0]))
         at = 2 * (ndim - 1 - f.axes[0])
         before = pad[at] if len(pad) > at else 0
+        if f.tokens:  # features padded, tokens untouched
+            if any(pad[at:at + 2]):
+                raise _Unknown(f"{node.format_node()} (pads the tokens)")
+            return f
         return f.window(1, 1, before, _shape(node)[f.axes[0]])
 
     def reduce(self, node: fx.Node) -> _Field:
@@ -585,17 +700,24 @@ class _Walk:
 
     def reshape(self, node: fx.Node) -> _Field:
         """A view keeps an axis where the sizes before it multiply to the same number and the
-        axis has the same size; if either spatial axis is merged away, positions are mixed."""
+        axis has the same size. A map's rows and columns merged into one axis become a grid of
+        tokens (a ViT's patches), and a grid without prefix tokens split into rows and columns
+        a map again; if a spatial axis is otherwise merged away, the positions are gone."""
         f = self.fields[node.args[0]]
         old, new = _shape(node.args[0]), _shape(node)
-        axes = []
-        for a in f.axes:
-            before = math.prod(old[:a])
-            found = [b for b in range(len(new)) if new[b] == old[a] and math.prod(new[:b]) == before]
-            if not found:
-                return f.whole()
-            axes.append(found[0])
-        return f.moved(tuple(axes))
+        kept = [_same_start(old, new, a, old[a]) for a in f.axes]
+        if None not in kept:
+            return f.moved(tuple(kept))
+        row, column = f.axes
+        if f.tokens is None and column == row + 1:
+            t = _same_start(old, new, row, old[row] * old[column])
+            if t is not None:
+                return f.regrid((t, t), (0, old[row], old[column]))
+        elif f.tokens and f.tokens[0] == 0:
+            r = _same_start(old, new, row, f.tokens[1])
+            if r is not None and new[r + 1:r + 2] == (f.tokens[2],):
+                return f.regrid((r, r + 1), None)
+        return f.whole()
 
     def permute(self, node: fx.Node, name: str) -> _Field:
         f = self.fields[node.args[0]]
@@ -634,7 +756,7 @@ class _Measure:
         ins = [f for _, f in sources]
         source, f = sources[0]
         out = _shape(node)
-        if len(out) != len(_shape(source)):
+        if len(out) != len(_shape(source)) or f.tokens:  # no centre unit to measure: counted whole
             return _merge(ins)
         rows = out[f.axes[0]]
         if rows > f.rows or (rows == 1 < f.rows):  # upsampling, or global at the nominal size
@@ -700,9 +822,9 @@ def _traced(kind: str, name: str, device: str):
 def layers(model: str) -> list[LayerInfo]:
     """Every node of ``model`` whose value is a tensor computed from the image, in graph order,
     with its channels (dimension 1, or the last of a token sequence; both non-spatial dimensions
-    for a channels-last map), receptive field and whether it is a 4-D map. ``geometry`` is the
-    node's field as one window on the image (kernel = size, padding = −start), since a graph
-    has no single previous layer."""
+    for a channels-last map), receptive field, whether it is a 4-D map, and the grid of a token
+    sequence (N, T, D). ``geometry`` is the node's field as one window on the image (kernel =
+    size, padding = −start), since a graph has no single previous layer."""
     kind, name = _split(model)
     try:  # shapes only: without allocating or initialising the weights
         gm, names, size = _traced(kind, name, "meta")
@@ -729,7 +851,9 @@ def layers(model: str) -> list[LayerInfo]:
         else:
             channels = shape[-1] if len(shape) == 3 else (shape[1] if len(shape) > 1 else 1)
         rf = ReceptiveField(f.hi - f.lo, f.stride, (f.lo + f.hi - 1) / 2)
-        table.append(LayerInfo(names[node], channels, Geometry(rf.size, rf.stride, -f.lo), rf, len(shape) == 4))
+        tokens = f.tokens if len(shape) == 3 and f.axes == (1, 1) else None  # a code (T, D)
+        table.append(LayerInfo(names[node], channels, Geometry(rf.size, rf.stride, -f.lo), rf, len(shape) == 4,
+                               tokens))
     return table
 
 

@@ -78,12 +78,24 @@ def categories(model: str) -> list[str]:
 
 def layer_table(model: str) -> str:
     """``model``'s layers as a text table: channels, and the receptive field's size, stride and
-    offset in pixels (what ``python -m preimage layers`` prints)."""
-    lines = [f"{'layer':8} {'channels':>8} {'field':>6} {'stride':>6} {'offset':>7}"]
-    for info in layers(model):
+    offset in pixels (what ``python -m preimage layers`` prints); for a model with token
+    sequences, their grids too (1+14x14: a class token and 14x14 patch tokens)."""
+    table = layers(model)
+    width = max([8] + [len(info.name) for info in table])
+    grids = any(info.tokens for info in table)
+    lines = [f"{'layer':{width}} {'channels':>8} {'field':>6} {'stride':>6} {'offset':>7}" + "  tokens" * grids]
+    for info in table:
         rf = info.receptive_field
-        lines.append(f"{info.name:8} {info.channels:8d} {rf.size:6d} {rf.stride:6d} {rf.offset:7.1f}")
+        line = f"{info.name:{width}} {info.channels:8d} {rf.size:6d} {rf.stride:6d} {rf.offset:7.1f}"
+        lines.append(line + f"  {_grid(info.tokens)}" * grids)
     return "\n".join(lines)
+
+
+def _grid(tokens: tuple[int, int, int] | None) -> str:
+    if tokens is None:
+        return "-"
+    prefix, h, w = tokens
+    return f"{prefix}+{h}x{w}" if prefix else f"{h}x{w}"
 
 
 def get(model: str, layer: str | None = None, weights: str | None = None, seed: int = 0) -> Representation:
