@@ -220,3 +220,13 @@ def test_maximisation_with_fourier_images_under_either_recipe():
         natural.maximise(rep, [5], recipe="cvpr2015")
     with pytest.raises(SettingsError, match="use --recipe ijcv2016, or --param fourier"):
         natural.caricature(rep, torch.zeros(1, 3, 96, 96), recipe="cvpr2015")
+
+
+def test_maximising_a_vit_token_feature_targets_the_centre_patch_token():
+    """On a ViT (random weights), the unit of a token code is the centre patch token, after the
+    class token, and maximising it raises it."""
+    rep = representations.get("timm:vit_tiny_patch16_224", "blocks.0.norm1", weights="random")
+    assert rep.tokens == (1, 14, 14)
+    assert natural.centre_unit(rep, (197, 192), 5) == (1 + 7 * 14 + 7, 5)
+    codes, _ = natural.unit_codes(rep, [5], natural.image_size(rep), np.ones(192))
+    assert codes.shape == (1, 197, 192) and torch.nonzero(codes).tolist() == [[0, 1 + 7 * 14 + 7, 5]]

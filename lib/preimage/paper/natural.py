@@ -146,6 +146,17 @@ def image_size(rep) -> int:
     return lo
 
 
+def centre_unit(rep, shape: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """The index of channel k's centre unit in a code of ``shape``: a map's centre position, a
+    token code's centre patch token (after the class token), a vector's k."""
+    if len(shape) == 3:
+        return k, shape[1] // 2, shape[2] // 2
+    if len(shape) == 2:
+        prefix, h, w = rep.tokens or (0, shape[0], 1)
+        return prefix + (h // 2) * w + w // 2, k
+    return (k,)
+
+
 def unit_codes(rep, channels: list[int], size: int, maxima: np.ndarray) -> tuple[torch.Tensor, list[str]]:
     """One code per channel, zero except at its centre unit: (10000/r²)/max_f (ijcv.md §4), and
     a note for channels that never fired on the photos (weighed by 1 instead of 1/max_f)."""
@@ -159,13 +170,7 @@ def unit_codes(rep, channels: list[int], size: int, maxima: np.ndarray) -> tuple
             notes.append(f"channel {k} never fired on the statistics photos (max {top:.3g}); its weight takes "
                          f"max 1")
             top = 1.0
-        value = 10000 / r ** 2 / top
-        if len(shape) == 3:
-            codes[i, k, shape[1] // 2, shape[2] // 2] = value
-        elif len(shape) == 2:  # tokens (T, D): the centre token
-            codes[i, shape[0] // 2, k] = value
-        else:
-            codes[i, k] = value
+        codes[(i, *centre_unit(rep, shape, k))] = 10000 / r ** 2 / top
     return codes, notes
 
 
@@ -173,12 +178,8 @@ def unit_activation(rep, x: torch.Tensor, channels: list[int]) -> np.ndarray:
     """The activation of each item's unit (its channel, at the centre) on its image."""
     with torch.no_grad():
         code = rep(torch.as_tensor(x, dtype=torch.float32))
-    out = []
-    for i, k in enumerate(channels):
-        c = code[i]
-        out.append(float(c[k, c.shape[1] // 2, c.shape[2] // 2] if c.dim() == 3 else
-                         c[c.shape[0] // 2, k] if c.dim() == 2 else c[k]))
-    return np.array(out)
+    shape = tuple(code.shape[1:])
+    return np.array([float(code[(i, *centre_unit(rep, shape, k))]) for i, k in enumerate(channels)])
 
 
 def one_stage(plan: recipes.Recipe, iterations: int) -> list[Stage]:
