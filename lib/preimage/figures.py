@@ -34,6 +34,8 @@ def grid(panels: list[list[np.ndarray | None]], titles: list[list[str]] | None =
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
+    if suptitle:  # room kept for the suptitle: without it, a second row's titles cover the first row
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.1 / fig.get_figheight()))
     return fig
 
 

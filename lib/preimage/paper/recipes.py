@@ -164,7 +164,8 @@ class Recipe:
 def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations: int | None = None,
            lambda_tv: float | None = None, optimizer: str | None = None, schedule: Schedule | None = None,
            recipe: str = "cvpr2015", param: str = "pixels", weight: float | None = None,
-           beta: float | None = None, alpha: float | None = None, transforms=()) -> Recipe:
+           beta: float | None = None, alpha: float | None = None, transforms=(),
+           jitter: int | None = None) -> Recipe:
     """How ``recipe`` (the CVPR 2015 paper's, the default, or the IJCV 2016 paper's) inverts
     ``layer`` of ``model``.
 
@@ -178,8 +179,9 @@ def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations:
     paper). The layer's rate scale applies to SGD only.
 
     ijcv2016 (ijcv.md §1–3): C = ``weight`` (default 1), β (default 2, λ_TV following it),
-    AdaGrad-momentum, the box, and two stages: the first phase jittered by the layer's stride/4,
-    the rest without. Networks only: its jitter comes from a layer's stride.
+    AdaGrad-momentum, the box, and two stages: the first phase jittered by the layer's stride/4
+    (``jitter`` J replaces it; 1 switches it off, as ijcv.md §6's variants do), the rest without.
+    Networks only: its jitter comes from a layer's stride.
 
     ``param`` "fourier" (either recipe, not in the papers) descends on Lucid's Fourier image with
     Adam at 0.05 on the spectrum, over the recipe's phases and stages. ``transforms`` (e.g.
@@ -198,7 +200,11 @@ def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations:
     n = iterations if iterations is not None else PROFILES[profile]
     extra = Transforms(tuple(transforms))
     if recipe == "ijcv2016":
-        return _ijcv(model, layer, profile, n, optimizer, schedule, param, lambda_tv, weight, beta, alpha, extra)
+        return _ijcv(model, layer, profile, n, optimizer, schedule, param, lambda_tv, weight, beta, alpha, extra,
+                     jitter)
+    if jitter is not None:
+        raise SettingsError("jitter belongs to the ijcv2016 recipe; with cvpr2015 add a transformation "
+                            "(--transform jitter=N)")
     if weight not in (None, 1, 1.0):
         raise SettingsError("the loss weight C belongs to the ijcv2016 recipe (the CVPR 2015 energy has none); "
                             "add --recipe ijcv2016 or drop the weight")
@@ -216,7 +222,7 @@ def recipe(model: str, layer: str | None, *, profile: str = "paper", iterations:
 
 
 def _ijcv(model, layer, profile, iterations, optimizer, schedule, param, lambda_tv, weight, beta, alpha,
-          extra: Transforms) -> Recipe:
+          extra: Transforms, jitter: int | None) -> Recipe:
     if model in SHALLOW_MODELS:
         raise SettingsError(f"the ijcv2016 recipe is defined for networks (its jitter comes from a layer's stride); "
                             f"invert {model} with --recipe cvpr2015")
@@ -229,7 +235,7 @@ def _ijcv(model, layer, profile, iterations, optimizer, schedule, param, lambda_
     else:
         optimizer, base = optimizer or "adagrad", schedule or ijcv_schedule(setting.alpha)
     steps = base.with_iterations(iterations)
-    jitter = Transforms((Jitter(jitter_for(model, layer)),) + extra.steps)
+    jitter = Transforms((Jitter(jitter_for(model, layer) if jitter is None else jitter),) + extra.steps)
     first, rest = Schedule(steps.steps[:1]), Schedule(steps.steps[1:])
     stages = (Stage(first, jitter),) + ((Stage(rest),) if rest.steps else ())
     return Recipe(model, layer, profile, optimizer, setting, steps, False, name="ijcv2016", stages=stages,

@@ -28,12 +28,14 @@ def invert_layers(model: str, layers: list[str], image_names: list[str], *, weig
                   device: str = "auto", progress: bool = False, size: int | None = None,
                   batch_size: int | None = None, log: Callable[[str], None] | None = print,
                   recipe: str = "cvpr2015", param: str = "pixels", weight: float | None = None,
-                  beta: float | None = None, transforms=()) -> dict[str, InversionResult]:
+                  beta: float | None = None, transforms=(), jitter: int | None = None
+                  ) -> dict[str, InversionResult]:
     """``{layer: result}`` with every image inverted at every layer.
 
     ``settings(layer)`` gives the Setting(s) of a layer (default: the recipe's, λ_TV of Fig. 6's
     block). Each layer runs its ``recipes.recipe(model, layer, profile=profile, optimizer=optimizer,
-    schedule=schedule, recipe=recipe, param=param, weight=weight, beta=beta, transforms=transforms)``:
+    schedule=schedule, recipe=recipe, param=param, weight=weight, beta=beta, transforms=transforms,
+    jitter=jitter)``:
     ``schedule`` replaces the model's reference schedule (Fig. 9's). Images are centre-cropped to
     ``size`` (default: the model's input size). ``log`` gets one line per layer (None: silent)."""
     reps = [representations.get(model, layer, weights=weights, seed=seed) for layer in layers]
@@ -43,7 +45,8 @@ def invert_layers(model: str, layers: list[str], image_names: list[str], *, weig
             log(f"note: {note}")
     x0 = torch.cat([images.to_input(rgb, reps[0].mean) for rgb in rgbs])
     plans = [recipes.recipe(model, layer, profile=profile, optimizer=optimizer, schedule=schedule, recipe=recipe,
-                            param=param, weight=weight, beta=beta, transforms=transforms) for layer in layers]
+                            param=param, weight=weight, beta=beta, transforms=transforms, jitter=jitter)
+             for layer in layers]
     schedules = [r.schedule for r in plans]
     chosen = [settings(layer) if settings else r.setting for layer, r in zip(layers, plans)]
     common = dict(restarts=restarts, seed=seed, device=device, progress=progress, batch_size=batch_size)
