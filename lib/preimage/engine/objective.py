@@ -238,37 +238,22 @@ def _pixel_power_parts(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, tor
     return (lower * n).flatten(1).sum(1), x * lower
 
 
-class _PixelPow(torch.autograd.Function):
-    """Σ_ij ||x_ij||^α per item for one α, with the gradient α·x·||x_ij||^(α−2)."""
-
-    @staticmethod
-    def forward(ctx, x, alpha: float):
-        value, signed = _pixel_power_parts(x, alpha)
-        ctx.save_for_backward(signed)
-        ctx.alpha = alpha
-        return value
-
-    @staticmethod
-    def backward(ctx, grad):
-        signed, = ctx.saved_tensors
-        return (grad * ctx.alpha).view(-1, 1, 1, 1) * signed, None
-
-
 def pixel_alpha_norm(x: torch.Tensor, alpha) -> torch.Tensor:
     """Σ_ij ||x_ij||^α per item, the norm taken over each pixel's colour vector (IJCV 2016);
     ``alpha``: one number for all items, or one per item."""
     if not torch.is_tensor(alpha):
-        return _PixelPow.apply(x, float(alpha))
+        return _PowerSum.apply(x, float(alpha), _pixel_power_parts)
     a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
     return x.square().sum(1, keepdim=True).pow(a / 2).flatten(1).sum(1)
 
 
-class _AbsPow(torch.autograd.Function):
-    """Σ|x|^α per item for one α, with the gradient α·sign(x)·|x|^(α−1)."""
+class _PowerSum(torch.autograd.Function):
+    """A sum of powers per item for one α, from ``parts`` (``_abs_power_parts``: Σ|x|^α;
+    ``_pixel_power_parts``: Σ_ij ||x_ij||^α), with the gradient α times the part it returns."""
 
     @staticmethod
-    def forward(ctx, x, alpha: float):
-        value, signed = _abs_power_parts(x, alpha)
+    def forward(ctx, x, alpha: float, parts):
+        value, signed = parts(x, alpha)
         ctx.save_for_backward(signed)
         ctx.alpha = alpha
         return value
@@ -276,7 +261,7 @@ class _AbsPow(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         signed, = ctx.saved_tensors
-        return (grad * ctx.alpha).view(-1, *([1] * (signed.dim() - 1))) * signed, None
+        return (grad * ctx.alpha).view(-1, *([1] * (signed.dim() - 1))) * signed, None, None
 
 
 def tv_beta(x: torch.Tensor, beta) -> torch.Tensor:
@@ -296,7 +281,7 @@ def tv_beta(x: torch.Tensor, beta) -> torch.Tensor:
 def alpha_norm(x: torch.Tensor, alpha) -> torch.Tensor:
     """Σ |x|^α per item; ``alpha``: one number for all items, or one per item."""
     if not torch.is_tensor(alpha):
-        return _AbsPow.apply(x, float(alpha))
+        return _PowerSum.apply(x, float(alpha), _abs_power_parts)
     a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.dim() - 1)))
     return x.abs().pow(a).flatten(1).sum(1)
 

@@ -317,12 +317,12 @@ def _start(part, chosen, objective, transforms: Transforms, param, start, option
         return param.variable(transforms.pad(start[torch.as_tensor(part[:, 1], device=device)]))
     if options.param != "pixels":
         return torch.stack([param.start(c, size, _generator(seed, int(r))) for r in part[:, 3]]).to(device, dtype)
-    if objective.form == "cvpr2015":
-        noise = torch.stack([start_noise((c, *size), seed, int(r)) for r in part[:, 3]]).to(device, dtype)
+    cvpr = objective.form == "cvpr2015"
+    noise = torch.stack([start_noise((c, *size), seed, int(r), "gaussian" if cvpr else "uniform")
+                         for r in part[:, 3]]).to(device, dtype)
+    if cvpr:
         return noise * objective.sigma
-    noise = torch.stack([start_noise((c, *size), seed, int(r), "uniform") for r in part[:, 3]]).to(device, dtype)
-    typical = torch.tensor([st.sigma for st in chosen], device=device, dtype=dtype).view(-1, 1, 1, 1)
-    return noise * typical
+    return noise * torch.tensor([st.sigma for st in chosen], device=device, dtype=dtype).view(-1, 1, 1, 1)
 
 
 def _common_schedule(schedules: list[Schedule], optimizer: str, reps) -> tuple[Schedule, list[float] | None]:
@@ -429,13 +429,12 @@ def _descend(objective: Objective, variable, stages: list[Stage], param, options
     state = _State(record, iterations, 0, None, False)
     for k, stage in enumerate(stages):
         if k:
-            window = stages[k - 1].transforms.centre(param.image(variable, _size(variable, param, objective,
-                                                                                 stages[k - 1])))
+            window = stages[k - 1].transforms.centre(param.image(variable, _size(objective, stages[k - 1])))
             variable = param.variable(stage.transforms.pad(window))
         variable = _stage(objective, variable, stage, param, options, bar, offset, bounds, rate_scale, state)
         if state.stopped:
             break
-    x = stage.transforms.centre(param.image(variable, _size(variable, param, objective, stage))).detach()
+    x = stage.transforms.centre(param.image(variable, _size(objective, stage))).detach()
     return Chunk(x, _progress(state.done, iterations, x, state.record).energies, objective.error(x), state.stopped)
 
 
@@ -450,10 +449,8 @@ class _State:
     stopped: bool  # a callback raised StopInversion
 
 
-def _size(variable, param, objective, stage) -> tuple[int, int]:
-    """The (H, W) of the image ``variable`` stands for in ``stage``."""
-    if isinstance(param, parameterisations.Pixels):
-        return tuple(variable.shape[-2:])
+def _size(objective, stage) -> tuple[int, int]:
+    """The (H, W) of the image being optimised in ``stage``: the network's input and the margin."""
     _, h, w = objective.image_shape
     return h + stage.transforms.margin, w + stage.transforms.margin
 
@@ -464,7 +461,7 @@ def _stage(objective: Objective, variable, stage: Stage, param, options: RunOpti
     optimizer, callback, every = options.optimizer, options.callback, options.every
     schedule, transforms = stage.schedule, stage.transforms
     pixels = isinstance(param, parameterisations.Pixels)
-    size = _size(variable, param, objective, stage)
+    size = _size(objective, stage)
     # The CVPR paper descends on u = x/σ (Adam here on x/PIXEL_RMS); both run on x itself with the
     # rates carried over, which saves two passes over the images per iteration: momentum on u
     # with rate r is momentum on x with rate r·σ², Adam on x/P with rate r is Adam on x with

@@ -182,10 +182,13 @@ def unit_activation(rep, x: torch.Tensor, channels: list[int]) -> np.ndarray:
     return np.array([float(code[(i, *centre_unit(rep, shape, k))]) for i, k in enumerate(channels)])
 
 
-def one_stage(plan: recipes.Recipe, iterations: int) -> list[Stage]:
-    """ijcv.md §4–5: one stage at the recipe's first rate, with its first stage's jitter."""
+def one_stage(plan: recipes.Recipe, profile: str, iterations: int | None) -> dict:
+    """The engine's keywords for ijcv.md §4–5: ``plan`` as one stage at its first rate, with its
+    first stage's jitter, over ``iterations`` (default the profile's)."""
     first = plan.stages[0] if plan.stages else Stage(plan.schedule)
-    return [Stage(Schedule(((first.schedule.steps[0][0], iterations),)), first.transforms)]
+    n = iterations if iterations is not None else MAXIMISE_ITERATIONS[profile]
+    options = {k: v for k, v in plan.run_options().items() if k != "schedule"}
+    return {**options, "stages": [Stage(Schedule(((first.schedule.steps[0][0], n),)), first.transforms)]}
 
 
 @dataclass
@@ -218,14 +221,11 @@ def maximise(rep, channels: list[int | str], *, recipe: str = "ijcv2016", param:
     picked = [channel_index(rep, c) for c in channels]
     ks = [k for k, _ in picked]
     plan = recipes.recipe(rep.model, rep.layer, recipe=recipe, param=param, profile=profile, weight=weight)
-    n = iterations if iterations is not None else MAXIMISE_ITERATIONS[profile]
     size = image_size(rep)
     maxima = neuron_maxima(rep, stats_images, device=device)
     codes, notes = unit_codes(rep, ks, size, maxima)
-    options = {**plan.run_options(), "stages": one_stage(plan, n)}
-    options.pop("schedule", None)
     result = optimise.invert(rep, codes=codes, image_size=(size, size), settings=plan.setting, loss="dot",
-                             seed=seed, device=device, progress=progress, **options)
+                             seed=seed, device=device, progress=progress, **one_stage(plan, profile, iterations))
     return Maximised(result, ks, [name for _, name in picked], unit_activation(rep, result.x, ks),
                      maxima[ks], notes)
 
@@ -247,9 +247,7 @@ def caricature(rep, x: torch.Tensor, *, recipe: str = "ijcv2016", param: str = "
     if weight is None and recipe == "ijcv2016":
         weight = CARICATURE_WEIGHT
     plan = recipes.recipe(rep.model, rep.layer, recipe=recipe, param=param, profile=profile, weight=weight)
-    n = iterations if iterations is not None else MAXIMISE_ITERATIONS[profile]
-    options = {**plan.run_options(), "stages": one_stage(plan, n)}
-    options.pop("schedule", None)
     w = fired / norm2.view(-1, *[1] * (fired.dim() - 1))
     return optimise.invert(rep, codes=w, image_size=tuple(x.shape[-2:]), settings=plan.setting, loss="dot",
-                           start=x, seed=seed, device=device, progress=progress, **options)
+                           start=x, seed=seed, device=device, progress=progress,
+                           **one_stage(plan, profile, iterations))
