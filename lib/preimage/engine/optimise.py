@@ -15,6 +15,7 @@ import torch
 
 from ..errors import CodeError, DivergenceError, SettingsError, StopInversion
 from . import budget, parameterisations
+from .layout import MEMORY_FORMATS, choose_layout, set_layout
 from .objective import Objective, Setting, mask, sigma
 from .results import TERMS, InversionResult, describe_run
 from .schedule import Schedule, Stage, joined
@@ -79,9 +80,13 @@ class RunOptions:
     memory_limit: int | str | None = None
     param: str = "pixels"
     box: float | None = None
+    memory_format: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "seed", check_seed(self.seed))
+        if self.memory_format not in MEMORY_FORMATS:
+            raise SettingsError(f"unknown memory_format {self.memory_format!r}; valid ones: "
+                                f"{', '.join(MEMORY_FORMATS)}")
         if self.param not in parameterisations.PARAMETERISATIONS:
             raise SettingsError(f"unknown parameterisation {self.param!r}; valid ones: "
                                 f"{', '.join(parameterisations.PARAMETERISATIONS)}")
@@ -130,7 +135,7 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
            every: int = 10, batch_size: int | None = None, pixel_range: bool = False,
            memory_limit: int | str | None = None, transforms: Transforms | list | tuple = (),
            stages: list[Stage] | None = None, param: str = "pixels", box: float | None = None,
-           start: torch.Tensor | None = None) -> InversionResult:
+           start: torch.Tensor | None = None, memory_format: str = "auto") -> InversionResult:
     """Reconstruct images from their codes at ``representation``'s layer.
 
     Give ``images`` (N, C, H, W), mean-subtracted pixels, or ``codes`` (N, *code shape) with the
@@ -160,7 +165,7 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     defaults it to the paper's (``preimage.recipe(model, layer).schedule`` gives a layer's).
     """
     options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
-                         batch_size, memory_limit, param, box)
+                         batch_size, memory_limit, param, box, memory_format)
     stages = _stages(schedule, transforms, stages)
     rep = representation.to(options.device)
     shape, count = _shape(rep, images, codes, image_size)
@@ -206,7 +211,8 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
                      progress: bool = True, callback: Callable[[Progress], None] | None = None,
                      every: int = 10, batch_size: int | None = None,
                      pixel_range: list[bool] | bool = False,
-                     memory_limit: int | str | None = None) -> list[InversionResult]:
+                     memory_limit: int | str | None = None, memory_format: str = "auto"
+                     ) -> list[InversionResult]:
     """``invert`` at several layers of one network at once: one result per representation, each
     as ``invert`` would give it (same starts, same settings), computed in one batch that shares
     the network's forward and backward passes (``engine.shared.SharedTrunk``).
@@ -222,7 +228,7 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
         raise SettingsError(f"give one settings, schedule and pixel_range per layer ({len(representations)}), "
                             f"or one for all")
     options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
-                         batch_size, memory_limit)
+                         batch_size, memory_limit, memory_format=memory_format)
     reps = [rep.to(options.device) for rep in representations]
     trunk = SharedTrunk(reps) if len(reps) > 1 else None
     shape, count = _shape(reps[0], images, None, None)
@@ -253,7 +259,7 @@ def _run(reps, targets, settings, shape, stages: list[Stage], rate_scales, sched
     iterations = sum(st.schedule.iterations for st in stages)
 
     t0 = time.perf_counter()
-    chunks = []
+    chunks, layouts = [], []
     label = reps[0].label if len(reps) == 1 else f"{reps[0].model} at {len(reps)} layers"
     bar = _bar(options.progress, iterations * math.ceil(len(items) / batch_size), label)
     try:
@@ -266,6 +272,10 @@ def _run(reps, targets, settings, shape, stages: list[Stage], rate_scales, sched
             objective = (Objective(reps[0], tgt[0], msk[0], chosen, shape, options.loss) if trunk is None else
                          Objective(trunk, tgt, msk, chosen, shape, options.loss, counts=[len(r) for r in rows]))
             first = _start(part, chosen, objective, stages[0].transforms, param, start, options, tgt[0].dtype)
+            layout = choose_layout(objective.rep, len(part), device, options.memory_format)
+            layouts.append(layout)
+            fmt = set_layout(objective.rep, layout)
+            first = first.contiguous(memory_format=fmt) if first.dim() == 4 else first  # pixels, not a spectrum
             bounded = torch.tensor([pixel_ranges[g] for g in part[:, 0]], device=device).view(-1, 1, 1, 1)
             bounds = None if not bounded.any() else (torch.where(bounded, low, -math.inf),
                                                      torch.where(bounded, high, math.inf))
@@ -300,7 +310,8 @@ def _run(reps, targets, settings, shape, stages: list[Stage], rate_scales, sched
             loss=options.loss, optimizer=optimizer, momentum=MOMENTUM if optimizer != "adam" else None,
             schedule=schedules[g].describe(), iterations=iterations, iterations_run=n_done, stopped_early=stopped,
             seed=options.seed, batch_size=batch_size, device=_device_name(device), pixel_range=pixel_ranges[g],
-            shared_run=[r.layer for r in reps] if len(reps) > 1 else None, **natural)
+            shared_run=[r.layer for r in reps] if len(reps) > 1 else None,
+            memory_format=" and ".join(dict.fromkeys(layouts)), **natural)
         results.append(InversionResult(x=x[mine], mean=rep.mean, energies={k: v[:, mine] for k, v in energies.items()},
                                        error=error[mine], items=items[mine, 1:], time_s=elapsed,
                                        provenance=provenance))
@@ -392,6 +403,7 @@ def _targets(rep, images, codes, shape, options: RunOptions) -> torch.Tensor:
     """The codes to match, computed ``options.batch_size`` images at a time, or the codes given."""
     device = options.device
     if images is not None:
+        set_layout(rep, "contiguous")  # the targets, whatever layout a run took before
         images = torch.as_tensor(images, dtype=budget.value_type(rep))
         with torch.no_grad():
             targets = torch.cat([rep(images[lo:lo + options.batch_size].to(device))

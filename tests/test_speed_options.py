@@ -1,0 +1,62 @@
+"""What the engine does for speed changes the order of float32 sums, never the method: runs in
+either memory layout give the same reconstruction within a stated tolerance, and a run does
+not depend on the layout an earlier run left the network in."""
+import numpy as np
+import pytest
+import torch
+
+import preimage
+from preimage import images, representations
+from preimage.engine import invert
+from preimage.engine.layout import choose_layout
+from preimage.errors import SettingsError
+
+
+@pytest.fixture(scope="module")
+def stage2():
+    rep = representations.get("efficientnet_lite0", "stage2", weights="imagenet")
+    x0 = torch.cat([images.to_input(images.fit(images.load(n)[0], 96), rep.mean) for n in ("chelsea", "coffee")])
+    return rep, x0
+
+
+def _run(rep, x0, layout, iterations=40):
+    plan = preimage.recipe(rep.model, rep.layer, iterations=iterations)
+    return invert(rep, x0, settings=plan.setting, schedule=plan.schedule, device="cpu", progress=False,
+                  memory_format=layout, seed=3)
+
+
+def test_auto_lays_out_depthwise_networks_channels_last_for_batches():
+    efficient = representations.get("efficientnet_lite0", "stage2", weights="imagenet")
+    alexnet = representations.get("alexnet", "conv3", weights="random")
+    cpu = torch.device("cpu")
+    assert choose_layout(efficient, 2, cpu) == "channels_last"
+    assert choose_layout(efficient, 1, cpu) == "contiguous"  # slower channels-last for one image (measured)
+    assert choose_layout(alexnet, 8, cpu) == "contiguous"  # no depthwise convolution: nothing to gain
+    assert choose_layout(alexnet, 8, cpu, "channels_last") == "channels_last"
+
+
+def test_both_layouts_give_the_same_reconstruction(stage2):
+    rep, x0 = stage2
+    plain, nhwc = _run(rep, x0, "contiguous"), _run(rep, x0, "channels_last")
+    assert plain.provenance["memory_format"] == "contiguous"
+    assert nhwc.provenance["memory_format"] == "channels_last"
+    # 40 iterations amplify float32 reordering to well below a grey level, and the error agrees
+    # to 1e-5 of itself; a wrong layout (a transposed image) would differ by tens of grey levels
+    assert np.abs(plain.x - nhwc.x).max() < 0.05
+    np.testing.assert_allclose(plain.error, nhwc.error, rtol=1e-5)
+    assert not np.array_equal(plain.x, nhwc.x)  # the two did run differently
+
+
+def test_a_run_does_not_depend_on_the_layout_an_earlier_run_left(stage2):
+    rep, x0 = stage2
+    first = _run(rep, x0, "contiguous", iterations=5)
+    _run(rep, x0, "channels_last", iterations=5)
+    again = _run(rep, x0, "contiguous", iterations=5)
+    np.testing.assert_array_equal(first.x, again.x)
+    np.testing.assert_array_equal(first.error, again.error)
+
+
+def test_unknown_memory_format_is_refused(stage2):
+    rep, x0 = stage2
+    with pytest.raises(SettingsError, match="unknown memory_format 'nhwc'; valid ones: auto, channels_last"):
+        _run(rep, x0, "nhwc", iterations=3)
