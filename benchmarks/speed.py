@@ -1,20 +1,23 @@
 """How fast one reconstruction is: this library against a naive loop and the compute floor.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--seconds 0.4] [--rounds 4] [--table3-batch 1] [--quick]
+    python benchmarks/speed.py [--device cpu|cuda] [--seconds 0.4] [--rounds 4] [--table3-batch B] [--quick]
 
 For AlexNet (torchvision's architecture, random weights: the time does not depend on them) at
 conv1, conv3, pool5 and fc8 on 227×227 images with the paper's 400 iterations, and for HOG with
 800, it prints the time per reconstruction of
 
-  (a) ``preimage.invert`` on a batch of B = 1, 8, 32 images,
+  (a) ``preimage.invert`` on a batch of B = 1, 8, 32 images, and (a') at B = 8 with its descent
+      step compiled (``engine.compiled``; the one-off compile is not in the time per iteration),
   (b) a naive loop written the plain PyTorch way: the whole network's forward pass with a hook
       at the layer, the same objective, one image at a time,
   (c) the compute floor: B forward and backward passes through the truncated network alone,
 
-with the peak memory and the ratios (a)/(b) and (a)/(c). Then the paper's 20-layer sweep of one
-image (CaffeNet): one ``invert_at_layers`` run against one run per layer and the naive loop at
-every layer, and the Table 3 protocol's time from a shared run of ``--table3-batch`` images (with
-its FLOPs, counted by torch, for estimates on other devices).
+with the peak memory and the ratios (a)/(b), (a)/(c) and (a')/(c). Then the paper's 20-layer
+sweep of one image (CaffeNet): one ``invert_at_layers`` run against one run per layer and the
+naive loop at every layer; whole runs of a Table-3-sized batch (AlexNet conv1, B = 32, 400
+iterations) eager and compiled, compiling included and not; and the Table 3 protocol's time at
+the fastest number of images per shared run that fits in memory (``--table3-batch``: that one
+alone), with its FLOPs, counted by torch, for estimates on other devices.
 
 Timing: a reconstruction's time is its setup plus the time per iteration × iterations, each read
 off a run of 1 iteration and a run of about ``--seconds``. The runs being compared take turns, in
@@ -44,6 +47,9 @@ import torch
 
 AXES = {"alexnet": (["conv1", "conv3", "pool5", "fc8"], 227, 400), "hog": (["hog"], 227, 800)}
 BATCHES = (1, 8, 32)
+COMPILED_BATCH = 8  # the batch whose rows also time the compiled descent step
+TABLE3_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)  # images per shared run, tried while they fit and pay
+LONG_RUN = ("alexnet", "conv1", 32, 227, 400)  # a Table-3-sized batch, with and without compiling
 SWEEP_KINDS = ("shared", "separate", "naive")
 
 
@@ -102,8 +108,9 @@ def _representation(model, layer):
     return representations.get(model, layer, weights="random") if model != "hog" else representations.get("hog")
 
 
-def library(model, layer, batch, size, device):
-    """``invert`` on a batch, the paper's λ for the layer, a constant rate."""
+def library(model, layer, batch, size, device, compile=False):
+    """``invert`` on a batch, the paper's λ for the layer, a constant rate; ``compile``: the
+    descent step compiled (``engine.compiled``)."""
     from preimage import Schedule, invert, recipe
     from preimage.engine.objective import Setting
 
@@ -111,7 +118,7 @@ def library(model, layer, batch, size, device):
     x0 = _images(batch, size, device, rep.in_channels)
     setting = recipe(model, layer).setting if model != "hog" else Setting()
     return lambda n: invert(rep, x0, settings=setting, schedule=Schedule(((1e-3, n),)), device=device,
-                            progress=False)
+                            progress=False, compile=compile)
 
 
 def naive_network(model, layer):
@@ -186,9 +193,10 @@ def floor(model, layer, batch, size, device):
     return _loop(step)
 
 
-def sweep(kind, size, device, images=1):
+def sweep(kind, size, device, images=1, compile=False):
     """The 20-layer CaffeNet sweep of ``images`` images: ``shared`` (one invert_at_layers run),
-    ``separate`` (invert per layer) or ``naive`` (the plain loop at each layer, image by image)."""
+    ``separate`` (invert per layer) or ``naive`` (the plain loop at each layer, image by image);
+    ``compile``: the descent step compiled."""
     from preimage import Schedule, recipe, representations
     from preimage.engine.optimise import invert, invert_at_layers
     from preimage.representations import caffenet
@@ -206,8 +214,8 @@ def sweep(kind, size, device, images=1):
     schedule = lambda n: Schedule(((1e-3, n),))  # noqa: E731
     if kind == "shared":
         return lambda n: invert_at_layers(reps, x0, settings=settings, schedules=schedule(n), device=device,
-                                          progress=False)
-    return lambda n: [invert(r, x0, settings=s, schedule=schedule(n), device=device, progress=False)
+                                          progress=False, compile=compile)
+    return lambda n: [invert(r, x0, settings=s, schedule=schedule(n), device=device, progress=False, compile=compile)
                       for r, s in zip(reps, settings)]
 
 
@@ -282,7 +290,9 @@ def _measure(groups: dict, seconds, rounds_, device) -> dict:
     that many images. Per key and name: the rounds' samples per image and the peak memory, every
     memory fork taken before anything is timed (``peak_memory`` says why)."""
     base = baseline_memory(device)
-    memory = {key: {name: peak_memory(build, device) - base for name, build in builds.items()}
+    # a compiled build is not forked (inductor's compile workers in a fork); its memory is the library's or less
+    memory = {key: {name: None if name == "compiled" else peak_memory(build, device) - base
+                    for name, build in builds.items()}
               for key, (_, builds) in groups.items()}
     out = {}
     for key, (images, builds) in groups.items():
@@ -292,18 +302,45 @@ def _measure(groups: dict, seconds, rounds_, device) -> dict:
     return out
 
 
-def measure_layer(model, layer, batches, size, seconds, rounds_, device) -> dict:
-    """For every batch: library, floor and (B = 1) naive samples per image, and their memory."""
+def measure_layer(model, layer, batches, size, seconds, rounds_, device, compiled=(COMPILED_BATCH,)) -> dict:
+    """For every batch: library, floor and (B = 1) naive samples per image, and their memory;
+    for the batches in ``compiled``, the library with its descent step compiled too."""
     spec = dict(model=model, layer=layer, size=size, device=device)
     groups = {str(b): (b, {"library": functools.partial(library, batch=b, **spec),
                            "floor": functools.partial(floor, batch=b, **spec)}) for b in batches}
     groups["1"][1]["naive"] = functools.partial(naive, batch=1, **spec)
+    for b in set(compiled) & set(batches):
+        groups[str(b)][1]["compiled"] = functools.partial(library, batch=b, compile=True, **spec)
     return _measure(groups, seconds, rounds_, device)
 
 
-def measure_sweep(size, seconds, rounds_, device, images=1, kinds=SWEEP_KINDS) -> dict:
-    builds = {k: functools.partial(sweep, k, size, device, images) for k in kinds}
+def measure_sweep(size, seconds, rounds_, device, images=1, kinds=SWEEP_KINDS, compile=False) -> dict:
+    builds = {k: functools.partial(sweep, k, size, device, images, compile) for k in kinds}
     return _measure({"sweep": (images, builds)}, seconds, rounds_, device)["sweep"]
+
+
+def measure_long(model, layer, batch, size, iterations, device) -> dict:
+    """Wall seconds of whole runs of ``iterations`` on a batch: eager, then compiled twice in
+    this process (the first pays for compiling, the second reuses it)."""
+    walls = {}
+    for name, compile in (("eager", False), ("compiled_first", True), ("compiled_again", True)):
+        run = library(model, layer, batch, size, device, compile=compile)
+        walls[name] = _seconds(lambda: run(iterations), device)
+    return walls
+
+
+def fits(images, size, iterations, device) -> bool:
+    """Whether a shared 20-layer CaffeNet sweep of ``images`` images runs in one batch under the
+    engine's memory limit (``engine.budget``, as ``invert`` splits runs)."""
+    from preimage import representations
+    from preimage.engine import budget
+    from preimage.errors import ResourceError
+    deepest = representations.get("caffenet", representations.layers("caffenet")[-1].name, weights="random")
+    items = 20 * images
+    try:
+        return budget.batch_size(deepest, (3, size, size), items, iterations, torch.device(device)) >= items
+    except ResourceError:  # not even one fits
+        return False
 
 
 def child(**spec) -> dict:
@@ -315,7 +352,7 @@ def child(**spec) -> dict:
 
 def run_one(spec: dict) -> dict:
     what = spec.pop("what")
-    return (measure_layer if what == "layer" else measure_sweep)(**spec)
+    return {"layer": measure_layer, "sweep": measure_sweep, "long": measure_long}[what](**spec)
 
 
 # ---- the tables (parent process) -------------------------------------------------------------
@@ -340,17 +377,64 @@ def machine(device: str) -> str:
     return f"{platform.node()}: {device} ({name}), torch {torch.__version__}, Python {platform.python_version()}"
 
 
+HEADER = ("| representation | layer | B | (a) library s/recon. | (a') compiled s/recon. | (b) naive s/recon. "
+          "| (c) floor s/recon. | (a)/(b) | (a)/(c) | (a')/(c) | peak MiB (a) / (b) / (c) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
 def layer_rows(model, layer, iterations, result) -> list[str]:
     naive_t = reconstruction_times(result["1"]["naive"], iterations)
     rows = []
     for batch, r in result.items():
         a, c = (reconstruction_times(r[w], iterations) for w in ("library", "floor"))
         ab, ac = ratio(a, naive_t), ratio(a, c)
+        fused, fc = "–", "–"
+        if "compiled" in r:
+            f = reconstruction_times(r["compiled"], iterations)
+            fused, fc = f"{statistics.median(f):.2f}", "{:.2f} ({:.2f}–{:.2f})".format(*ratio(f, c))
         mem = " / ".join(f"{m:.0f}" for m in (r["library"]["peak_mib"], result["1"]["naive"]["peak_mib"],
                                               r["floor"]["peak_mib"]))
-        rows.append(f"| {model} | {layer} | {batch} | {statistics.median(a):.2f} | {statistics.median(naive_t):.2f} | "
-                    f"{statistics.median(c):.2f} | {ab[0]:.2f} | {ac[0]:.2f} ({ac[1]:.2f}–{ac[2]:.2f}) | {mem} |")
+        rows.append(f"| {model} | {layer} | {batch} | {statistics.median(a):.2f} | {fused} | "
+                    f"{statistics.median(naive_t):.2f} | {statistics.median(c):.2f} | {ab[0]:.2f} | "
+                    f"{ac[0]:.2f} ({ac[1]:.2f}–{ac[2]:.2f}) | {fc} | {mem} |")
     return rows
+
+
+def table3_line(args, common, one_image: float) -> str:
+    """The Table 3 protocol's projected time at the best number of images per shared run: each
+    candidate that fits in memory is timed, in increasing order, until a larger one stops paying
+    (``--table3-batch`` times that one alone). The descent step is compiled where it pays over
+    the protocol's 300 sweeps (``engine.compiled``)."""
+    from preimage.engine import compiled
+    device = torch.device(args.device)
+    chosen = [args.table3_batch] if args.table3_batch else [b for b in TABLE3_CANDIDATES if fits(b, 227, 400, device)]
+    times = {}
+    for b in chosen:
+        fuse = compiled.resolve(None)
+        fuse = compiled.worth_compiling((20 * b, 3, 227, 227), 400, device, runs=300 // b) if fuse is None else fuse
+        runs = child(what="sweep", size=227, images=b, kinds=["shared"], compile=fuse, **common)["shared"]
+        times[b] = (statistics.median(reconstruction_times(runs, 400)), fuse)
+        print(f"  Table 3 sweep of {b} image(s) per shared run{' (compiled step)' if fuse else ''}: "
+              f"{times[b][0]:.1f} s per image and 20 layers", flush=True)
+        if min(t for t, _ in times.values()) < 0.95 * times[b][0]:
+            break  # larger batches stopped paying
+    best = min(times, key=lambda b: times[b][0])
+    one, fuse = times[best]
+    flops = sweep_flops() * 400 * 300
+    return (f"Table 3 protocol (100 images x 20 layers x 3 λ, 400 iterations), {best} images per shared run "
+            f"(the fastest of {', '.join(map(str, times))} that fit){', descent step compiled' if fuse else ''}: "
+            f"{one:.1f} s per image and 20 layers, {300 * one / 60:.0f} min on this device ({flops / 1e15:.2f} PFLOP "
+            f"in all, {flops / (300 * one) / 1e9:.0f} GFLOP/s sustained; one image per run: {one_image:.1f} s, "
+            f"{300 * one_image / 60:.0f} min)")
+
+
+def long_run_line(device) -> str:
+    model, layer, batch, size, iterations = LONG_RUN
+    w = child(what="long", model=model, layer=layer, batch=batch, size=size, iterations=iterations, device=device)
+    return (f"A Table-3-sized batch ({model} {layer}, B = {batch}, {size}x{size}, {iterations} iterations), wall "
+            f"seconds of one run: eager {w['eager']:.1f}, compiled {w['compiled_first']:.1f} (compiling included), "
+            f"{w['compiled_again']:.1f} (compiled already): {w['eager'] / w['compiled_again']:.2f}x once compiled, "
+            f"{w['eager'] / w['compiled_first']:.2f}x for a single run")
 
 
 def main():
@@ -359,8 +443,8 @@ def main():
     p.add_argument("--seconds", type=float, default=0.4, help="about how long each timed run lasts")
     p.add_argument("--rounds", type=int, default=4, help="rounds in which the compared runs take turns")
     p.add_argument("--quick", action="store_true", help="B = 1 and 8 only, no sweep (a smoke test)")
-    p.add_argument("--table3-batch", type=int, default=1,
-                   help="images per shared run for the Table 3 line (a GPU wants 32 or more)")
+    p.add_argument("--table3-batch", type=int, default=None,
+                   help="images per shared run for the Table 3 line (default: the fastest that fits in memory)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -370,9 +454,7 @@ def main():
     print(f"machine: {machine(args.device)}")
     print(f"medians of {args.rounds} rounds; (a)/(c): median (least–greatest) of the rounds' ratios; "
           f"peak MiB: above a process that has imported torch, torchvision and preimage (CPU resident set; CUDA allocated)\n")
-    print("| representation | layer | B | (a) library s/recon. | (b) naive s/recon. | (c) floor s/recon. "
-          "| (a)/(b) | (a)/(c) | peak MiB (a) / (b) / (c) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(HEADER)
     batches = list(BATCHES[:2] if args.quick else BATCHES)
     common = dict(seconds=args.seconds, rounds_=args.rounds, device=args.device)
     for model, (layers, size, iterations) in AXES.items():
@@ -388,13 +470,9 @@ def main():
               f"{fast[0]:.2f}x ({fast[1]:.2f}–{fast[2]:.2f}) faster than naive (peak MiB "
               f"{runs['shared']['peak_mib']:.0f} / {runs['separate']['peak_mib']:.0f} / "
               f"{runs['naive']['peak_mib']:.0f})")
+        print("\n" + long_run_line(args.device), flush=True)
         # Table 3: 100 images x 3 λ, every image at 20 layers: 300 sweeps, run B images at a time
-        one = (per["shared"] if args.table3_batch == 1 else statistics.median(reconstruction_times(
-            child(what="sweep", size=227, images=args.table3_batch, kinds=["shared"], **common)["shared"], 400)))
-        flops = sweep_flops() * 400 * 300
-        print(f"Table 3 protocol (100 images x 20 layers x 3 λ, 400 iterations), {args.table3_batch} images "
-              f"per shared run: {one:.1f} s per image and 20 layers, {300 * one / 60:.0f} min on this device "
-              f"({flops / 1e15:.2f} PFLOP in all, {flops / (300 * one) / 1e9:.0f} GFLOP/s sustained)")
+        print(table3_line(args, common, per["shared"]))
     print(f"\nbenchmark time: {time.perf_counter() - t_start:.0f} s")
 
 

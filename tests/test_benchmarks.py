@@ -40,7 +40,7 @@ def test_a_layer_measurement_reports_rates_rounds_and_memory(model, layer, size)
 
 
 def test_a_sweep_measurement_times_every_kind_it_is_given(speed, monkeypatch):
-    monkeypatch.setattr(speed, "sweep", lambda kind, size, device, images=1: lambda n: sum(range(1000 * n)))
+    monkeypatch.setattr(speed, "sweep", lambda kind, size, device, images=1, compile=False: lambda n: sum(range(1000 * n)))
     result = speed.measure_sweep(size=227, seconds=0.001, rounds_=3, device="cpu", kinds=("shared", "naive"))
     assert set(result) == {"shared", "naive"} and all(len(r["samples"]) == 3 for r in result.values())
 
@@ -101,3 +101,42 @@ def test_the_import_cost_benchmark_measures_both_imports():
     assert out.returncode == 0, out.stderr
     assert "import torch, torchvision" in out.stdout and "import preimage (after them)" in out.stdout
     assert "heavy libraries imported by preimage: none" in out.stdout
+
+
+def test_layer_rows_show_the_compiled_step_where_it_was_timed(speed):
+    entry = lambda per, setup=1.0: {"samples": [[per, setup]] * 2, "peak_mib": 10.0}  # noqa: E731
+    result = {"1": {"library": entry(0.02), "floor": entry(0.01), "naive": entry(0.05)},
+              "8": {"library": entry(0.012), "floor": entry(0.01), "compiled": entry(0.0105)}}
+    rows = speed.layer_rows("alexnet", "conv1", 400, result)
+    one, eight = (row.split(" | ") for row in rows)
+    assert one[4] == "–" and one[-2] == "–"  # not timed compiled at B = 1
+    assert eight[4] == f"{1 + 0.0105 * 400:.2f}" and eight[-2].startswith(f"{(1 + 4.2) / 5:.2f}")
+    assert len(eight) == speed.HEADER.splitlines()[0].count("|") - 1
+
+
+def test_the_table3_line_takes_the_fastest_batch_that_fits_and_stops_when_larger_ones_stop_paying(speed,
+                                                                                                   monkeypatch):
+    per_image = {1: 160.0, 2: 120.0, 4: 100.0, 8: 110.0, 16: 90.0}  # 16 is never tried: 8 stopped paying
+    asked = []
+
+    def child(what, images, compile, **spec):
+        asked.append((images, compile))
+        return {"shared": {"samples": [[per_image[images] / 400, 0.0]] * 3}}
+    monkeypatch.setattr(speed, "child", child)
+    monkeypatch.setattr(speed, "fits", lambda images, size, iterations, device: images <= 16)
+    monkeypatch.setattr(speed, "sweep_flops", lambda: 10 ** 9)
+    args = type("Args", (), {"table3_batch": None, "device": "cpu"})()
+    line = speed.table3_line(args, {}, one_image=160.0)
+    assert [b for b, _ in asked] == [1, 2, 4, 8]
+    assert "4 images per shared run (the fastest of 1, 2, 4, 8 that fit)" in line
+    assert f"{300 * 100 / 60:.0f} min on this device" in line and "one image per run: 160.0 s, 800 min" in line
+    # compiling pays over the protocol's 300 / B sweeps (measured constants: engine.compiled)
+    assert dict(asked)[4] is True
+    args.table3_batch = 2
+    asked.clear()
+    assert "2 images per shared run" in speed.table3_line(args, {}, one_image=160.0) and len(asked) == 1
+
+
+def test_fits_asks_the_engine_memory_budget(speed, monkeypatch):
+    monkeypatch.setenv("PREIMAGE_MEMORY_LIMIT", "4G")
+    assert speed.fits(1, 227, 400, "cpu") and not speed.fits(128, 227, 400, "cpu")

@@ -249,3 +249,11 @@ def test_any_torchvision_or_timm_model_by_node_name(tmp_path, capsys):
     assert code == 2 and "layer1.0.conv1" in err
     code, _, err = run(capsys, "layers", "--model", "torchvision:resnet_18")
     assert code == 2 and "torchvision:resnet18" in err
+
+
+@pytest.mark.parametrize("switch, compiled", [("--no-compile", False), ("--compile", True)])
+def test_invert_compile_switch_is_recorded(tmp_path, capsys, switch, compiled):
+    out = tmp_path / "out"
+    code, _, _ = run(capsys, "invert", "chelsea", "--layer", "conv1", "--size", "67", *FAST, switch, "--out", out)
+    assert code == 0
+    assert _run(_result(out / "result.json"))["compiled"] is compiled

@@ -89,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--memory-limit", default=None, metavar="SIZE",
                      help="most memory the run may take, e.g. 8G (default: $PREIMAGE_MEMORY_LIMIT, else 75%% of "
                           "the memory available); larger runs are split into batches or refused")
+    _compile_arg(inv)
     inv.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
     inv.add_argument("--out", required=True, type=Path, help="folder for the PNGs, result.json and result.npz")
     inv.set_defaults(run=cmd_invert)
@@ -132,6 +133,7 @@ def parser() -> argparse.ArgumentParser:
     tab.add_argument("--shard", default=None, metavar="I/N", help="run only the I-th of N shares of the items (0-based)")
     tab.add_argument("--merge", action="store_true", help="only build the table from the saved items, and list missing ones")
     tab.add_argument("--png", action="store_true", help="also save each reconstruction as a PNG beside its item")
+    _compile_arg(tab)
     tab.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
     tab.add_argument("--out", required=True, type=Path, help="folder for items/ and table3.csv, .md, .png")
     tab.set_defaults(run=cmd_table3)
@@ -152,6 +154,12 @@ def _recipe_args(p, default: str = "cvpr2015"):
     p.add_argument("--transform", action="append", default=[], metavar="T",
                    help="a random transformation drawn every iteration, repeatable, in order: jitter=PIXELS, "
                         "scale=FACTOR, rotate=DEGREES (after the ijcv2016 recipe's own jitter)")
+
+
+def _compile_arg(p):
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="fuse the regularisers and the descent step with torch.compile (default: where the "
+                        "saving is well above the seconds compiling takes; $PREIMAGE_COMPILE=0 or 1 sets that)")
 
 
 def _network_args(p):
@@ -282,7 +290,7 @@ def cmd_invert(args) -> int:
     setting = dataclasses.replace(plan.setting, neigh=args.neigh, group=args.group,
                                   **({} if args.lambda_l2 is None else {"lambda_l2": args.lambda_l2}))
     common = dict(settings=setting, restarts=args.restarts, loss=args.loss, seed=args.seed, device=args.device,
-                  progress=args.progress, memory_limit=args.memory_limit, **plan.run_options())
+                  progress=args.progress, memory_limit=args.memory_limit, compile=args.compile, **plan.run_options())
     try:
         return _invert(args, rep, common, plan)
     except OSError as e:
@@ -407,7 +415,7 @@ def cmd_table3(args) -> int:
     plan = table3.plan(args.images or None, out=_writable_dir(args.out), model=args.model, weights=args.weights,
                        layers=args.layers, lambda_tvs=args.lambda_tv, size=args.size, profile=args.profile,
                        iterations=args.iters, seed=args.seed, device=args.device, batch_size=args.batch_size,
-                       png=args.png, progress=args.progress, memory_limit=args.memory_limit)
+                       png=args.png, progress=args.progress, memory_limit=args.memory_limit, compile=args.compile)
     table = table3.launch(plan, part, merge_only=args.merge, log=lambda m: print(m, file=sys.stderr, flush=True))
     if table is not None:
         paths = table3.write(table, args.out, profile=args.profile)

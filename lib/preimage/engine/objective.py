@@ -286,6 +286,19 @@ def alpha_norm(x: torch.Tensor, alpha) -> torch.Tensor:
     return x.abs().pow(a).flatten(1).sum(1)
 
 
+def regularise(x: torch.Tensor, grad: torch.Tensor, tv_weight: torch.Tensor, l2_weight: torch.Tensor,
+               alpha: float, cvpr: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TV_2 and the α-norm of ``x`` per item (Σ|x|^α, ``cvpr``; else Σ_ij ||x_ij||^α), and
+    ``grad`` with their weighted gradients added: in place, except under torch.compile, where
+    a sum fuses into the loop that uses it and writing ``grad`` back would cost a pass."""
+    tv, g_tv = _tv2_parts(x)
+    value, signed = (_abs_power_parts if cvpr else _pixel_power_parts)(x, alpha)
+    w_tv, w_alpha = tv_weight.view(-1, 1, 1, 1), (alpha * l2_weight).view(-1, 1, 1, 1)
+    if torch.compiler.is_compiling():
+        return tv, value, grad + g_tv * w_tv + signed * w_alpha
+    return tv, value, grad.addcmul_(g_tv, w_tv).addcmul_(signed, w_alpha)
+
+
 class _MaskedSquares(torch.autograd.Function):
     """Σ m·d² per item (d = Φ − Φ0; m None: every feature kept), keeping m·d for the gradient
     2·m·d: a few passes over the code where autograd's product of three tensors takes about
@@ -396,7 +409,7 @@ class Objective:
         if self.form == "cvpr2015":
             self.tv_weight = per_item([s.lambda_tv / 2 / self.sigma ** 2 for s in settings])
             self.l2_weight = per_item([s.lambda_l2 / 2 / self.sigma ** 2 for s in settings])
-        else:  # divided by the pixels of x when it is known (_weights)
+        else:  # divided by the pixels of x when it is known (weights)
             self.tv_weight = per_item([s.lambda_tv for s in settings])
             self.l2_weight = per_item([s.lambda_l2 for s in settings])
 
@@ -412,7 +425,8 @@ class Objective:
         loss = self._per_item(x if view is None else view(x), self.loss)
         return loss if self.loss_weight is None else loss * self.loss_weight
 
-    def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """λ_TV and λ_α per item, as they multiply TV_β and the α-norm of ``x``."""
         if self.form == "cvpr2015":
             return self.tv_weight, self.l2_weight
         pixels = x.shape[-2] * x.shape[-1]
@@ -425,34 +439,40 @@ class Objective:
         """E per item and its terms; ``view`` (x → the network's input, e.g. a jitter crop)
         chooses what the loss sees, the regularisers always see all of x."""
         loss = self._loss(x, view)
-        return self._weigh(x, loss, tv_beta(x, self.beta), self._alpha_norm(x))
+        return self.weigh(x, loss, tv_beta(x, self.beta), self._alpha_norm(x))
 
-    def _weigh(self, x, loss, tv, alpha) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def weigh(self, x, loss, tv, alpha) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """E and its terms from the loss and the unweighted TV_β and α-norm."""
-        tv_weight, l2_weight = self._weights(x)
+        tv_weight, l2_weight = self.weights(x)
         tv, alpha = tv_weight * tv, l2_weight * alpha
         return loss + tv + alpha, {"loss": loss, "tv": tv, "alpha": alpha}
 
+    @property
+    def closed_form(self) -> bool:
+        """One β = 2 and one α for the batch (the paper's settings): the regularisers' gradients
+        then have a closed form (``regularisers``)."""
+        return not torch.is_tensor(self.beta) and self.beta == 2.0 and not torch.is_tensor(self.alpha)
+
+    def loss_and_gradient(self, x: torch.Tensor, view=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """C times the loss per item, and the gradient of its sum."""
+        loss = self._loss(x, view)
+        grad, = torch.autograd.grad(loss.sum(), x)
+        return loss, grad
+
     def value_and_gradient(self, x: torch.Tensor, view=None
                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """``self(x, view)`` and the gradient of its sum. With one β = 2 and one α for the batch
-        (the paper's settings) the regularisers' gradients are added in closed form into the
-        loss's, a few passes over the image fewer than autograd through them
-        (docs/benchmarks/notes.md)."""
-        if torch.is_tensor(self.beta) or self.beta != 2.0 or torch.is_tensor(self.alpha) or x.dim() != 4:
+        """``self(x, view)`` and the gradient of its sum. Where ``closed_form``, the regularisers'
+        gradients are added in closed form into the loss's, a few passes over the image fewer
+        than autograd through them (docs/benchmarks/notes.md)."""
+        if not self.closed_form or x.dim() != 4:
             total, terms = self(x, view)
             grad, = torch.autograd.grad(total.sum(), x)
             return total, terms, grad
-        loss = self._loss(x, view)
-        grad, = torch.autograd.grad(loss.sum(), x)
+        loss, grad = self.loss_and_gradient(x, view)
         with torch.no_grad():
-            tv_weight, l2_weight = self._weights(x)
-            tv, g_tv = _tv2_parts(x)
-            parts = _abs_power_parts if self.form == "cvpr2015" else _pixel_power_parts
-            alpha, signed = parts(x, self.alpha)
-            grad.addcmul_(g_tv, tv_weight.view(-1, 1, 1, 1))
-            grad.addcmul_(signed, (self.alpha * l2_weight).view(-1, 1, 1, 1))
-        return *self._weigh(x, loss, tv, alpha), grad
+            tv_weight, l2_weight = self.weights(x)
+            tv, alpha, grad = regularise(x, grad, tv_weight, l2_weight, self.alpha, self.form == "cvpr2015")
+        return *self.weigh(x, loss, tv, alpha), grad
 
     @torch.no_grad()
     def error(self, x: torch.Tensor) -> torch.Tensor:

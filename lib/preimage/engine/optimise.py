@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import CodeError, DivergenceError, SettingsError, StopInversion
-from . import budget, parameterisations
+from . import budget, compiled, parameterisations
 from .layout import MEMORY_FORMATS, choose_layout, set_layout
 from .objective import Objective, Setting, mask, sigma
 from .results import TERMS, InversionResult, describe_run
@@ -81,9 +81,12 @@ class RunOptions:
     param: str = "pixels"
     box: float | None = None
     memory_format: str = "auto"
+    compile: bool | None = None  # None: auto (``compiled.worth_compiling``)
 
     def __post_init__(self):
         object.__setattr__(self, "seed", check_seed(self.seed))
+        if self.compile not in (None, True, False):
+            raise SettingsError(f"compile must be True, False or None (auto), not {self.compile!r}")
         if self.memory_format not in MEMORY_FORMATS:
             raise SettingsError(f"unknown memory_format {self.memory_format!r}; valid ones: "
                                 f"{', '.join(MEMORY_FORMATS)}")
@@ -135,7 +138,8 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
            every: int = 10, batch_size: int | None = None, pixel_range: bool = False,
            memory_limit: int | str | None = None, transforms: Transforms | list | tuple = (),
            stages: list[Stage] | None = None, param: str = "pixels", box: float | None = None,
-           start: torch.Tensor | None = None, memory_format: str = "auto") -> InversionResult:
+           start: torch.Tensor | None = None, memory_format: str = "auto",
+           compile: bool | None = None) -> InversionResult:
     """Reconstruct images from their codes at ``representation``'s layer.
 
     Give ``images`` (N, C, H, W), mean-subtracted pixels, or ``codes`` (N, *code shape) with the
@@ -156,6 +160,11 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     1/f-scaled spectrum (with Adam) instead of the pixels. ``start`` (N, C, H, W), one image per
     image inverted, replaces the random start (the IJCV paper's caricatures start from the photo).
 
+    Speed, not results: ``memory_format`` "channels_last" or "contiguous" lays the network out so
+    ("auto": ``engine.layout.choose_layout``); ``compile`` True fuses the regularisers and the
+    momentum step with torch.compile, False never, None where it pays (``engine.compiled``;
+    $PREIMAGE_COMPILE=0/1 decides for None).
+
     Before anything large is allocated, the memory the run needs is estimated (``budget``) against
     ``memory_limit`` (bytes or "8G"; default: $PREIMAGE_MEMORY_LIMIT, else 75 % of the memory
     available): a run that fits in smaller batches is split into them, one that cannot fit is
@@ -165,7 +174,7 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     defaults it to the paper's (``preimage.recipe(model, layer).schedule`` gives a layer's).
     """
     options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
-                         batch_size, memory_limit, param, box, memory_format)
+                         batch_size, memory_limit, param, box, memory_format, compile)
     stages = _stages(schedule, transforms, stages)
     rep = representation.to(options.device)
     shape, count = _shape(rep, images, codes, image_size)
@@ -211,8 +220,8 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
                      progress: bool = True, callback: Callable[[Progress], None] | None = None,
                      every: int = 10, batch_size: int | None = None,
                      pixel_range: list[bool] | bool = False,
-                     memory_limit: int | str | None = None, memory_format: str = "auto"
-                     ) -> list[InversionResult]:
+                     memory_limit: int | str | None = None, memory_format: str = "auto",
+                     compile: bool | None = None) -> list[InversionResult]:
     """``invert`` at several layers of one network at once: one result per representation, each
     as ``invert`` would give it (same starts, same settings), computed in one batch that shares
     the network's forward and backward passes (``engine.shared.SharedTrunk``).
@@ -228,7 +237,7 @@ def invert_at_layers(representations: list, images: torch.Tensor, *,
         raise SettingsError(f"give one settings, schedule and pixel_range per layer ({len(representations)}), "
                             f"or one for all")
     options = RunOptions(restarts, loss, optimizer, seed, resolve_device(device), progress, callback, every,
-                         batch_size, memory_limit, memory_format=memory_format)
+                         batch_size, memory_limit, memory_format=memory_format, compile=compile)
     reps = [rep.to(options.device) for rep in representations]
     trunk = SharedTrunk(reps) if len(reps) > 1 else None
     shape, count = _shape(reps[0], images, None, None)
@@ -259,7 +268,7 @@ def _run(reps, targets, settings, shape, stages: list[Stage], rate_scales, sched
     iterations = sum(st.schedule.iterations for st in stages)
 
     t0 = time.perf_counter()
-    chunks, layouts = [], []
+    chunks, layouts, fusions = [], [], []
     label = reps[0].label if len(reps) == 1 else f"{reps[0].model} at {len(reps)} layers"
     bar = _bar(options.progress, iterations * math.ceil(len(items) / batch_size), label)
     try:
@@ -281,7 +290,8 @@ def _run(reps, targets, settings, shape, stages: list[Stage], rate_scales, sched
                                                      torch.where(bounded, high, math.inf))
             scale = None if rate_scales is None else torch.tensor(
                 [rate_scales[g] for g in part[:, 0]], device=device, dtype=tgt[0].dtype).view(-1, 1, 1, 1)
-            chunks.append(_descend(objective, first, stages, param, options, bar, lo, bounds, scale))
+            fusions.append(_fused(objective, first, stages, param, options))
+            chunks.append(_descend(objective, first, stages, param, options, bar, lo, bounds, scale, fusions[-1]))
             if chunks[-1].stopped:
                 break  # a callback stopped the run: later chunks are not started
     finally:
@@ -311,7 +321,7 @@ def _run(reps, targets, settings, shape, stages: list[Stage], rate_scales, sched
             schedule=schedules[g].describe(), iterations=iterations, iterations_run=n_done, stopped_early=stopped,
             seed=options.seed, batch_size=batch_size, device=_device_name(device), pixel_range=pixel_ranges[g],
             shared_run=[r.layer for r in reps] if len(reps) > 1 else None,
-            memory_format=" and ".join(dict.fromkeys(layouts)), **natural)
+            memory_format=" and ".join(dict.fromkeys(layouts)), compiled=any(fusions), **natural)
         results.append(InversionResult(x=x[mine], mean=rep.mean, energies={k: v[:, mine] for k, v in energies.items()},
                                        error=error[mine], items=items[mine, 1:], time_s=elapsed,
                                        provenance=provenance))
@@ -430,15 +440,29 @@ def pixel_bounds(mean, device) -> tuple[torch.Tensor, torch.Tensor]:
     return -m, 255 - m
 
 
+def _fused(objective: Objective, variable, stages: list[Stage], param, options: RunOptions) -> bool:
+    """Whether a chunk steps by ``compiled.descent_step``: momentum on pixels with the closed-form
+    regularisers, and compiling asked for or (auto) worth it."""
+    if not (options.optimizer == "sgd" and isinstance(param, parameterisations.Pixels) and options.box is None
+            and objective.closed_form and variable.dim() == 4):
+        return False
+    choice = compiled.resolve(options.compile)
+    if choice is not None:
+        return choice
+    return compiled.worth_compiling(tuple(variable.shape), sum(st.schedule.iterations for st in stages),
+                                    variable.device)
+
+
 def _descend(objective: Objective, variable, stages: list[Stage], param, options: RunOptions, bar, offset,
-             bounds=None, rate_scale=None) -> Chunk:
+             bounds=None, rate_scale=None, fused: bool = False) -> Chunk:
     """Run one chunk through every stage, from the first stage's ``variable``. ``bounds`` (low,
-    high) box the pixels; ``rate_scale`` (B, 1, 1, 1) multiplies each item's rates."""
+    high) box the pixels; ``rate_scale`` (B, 1, 1, 1) multiplies each item's rates; ``fused``:
+    each step by ``compiled.descent_step``."""
     iterations = sum(st.schedule.iterations for st in stages)
     B = variable.shape[0]
     # grown as the run goes, so that an absurd iteration count allocates nothing up front
     record = torch.zeros(min(iterations, RECORD_BLOCK), len(TERMS), B, device=variable.device)
-    state = _State(record, iterations, 0, None, False)
+    state = _State(record, iterations, 0, None, False, fused)
     for k, stage in enumerate(stages):
         if k:
             window = stages[k - 1].transforms.centre(param.image(variable, _size(objective, stages[k - 1])))
@@ -459,6 +483,7 @@ class _State:
     done: int  # iterations done
     first: torch.Tensor | None  # the starting energy (divergence check)
     stopped: bool  # a callback raised StopInversion
+    fused: bool  # steps by compiled.descent_step
 
 
 def _size(objective, stage) -> tuple[int, int]:
@@ -481,6 +506,7 @@ def _stage(objective: Objective, variable, stage: Stage, param, options: RunOpti
     unit = objective.rate_unit
     v = variable.detach().clone().requires_grad_(True)
     velocity = torch.zeros_like(v)
+    spare = torch.empty_like(v).requires_grad_(True) if state.fused else None  # where the step writes
     adagrad = torch.zeros_like(v) if optimizer == "adagrad" else None
     adam = (torch.optim.Adam([v], lr=schedule.steps[0][0] * param.adam_unit, eps=1e-8 / param.adam_unit)
             if optimizer == "adam" else None)
@@ -491,7 +517,18 @@ def _stage(objective: Objective, variable, stage: Stage, param, options: RunOpti
             grow = state.record[:min(len(state.record), state.iterations - it)]
             state.record = torch.cat([state.record, torch.zeros_like(grow)])
         view = transforms.view(options.seed, i)
-        if pixels:
+        if state.fused:
+            if rate != previous:
+                velocity.zero_()  # (a no-op at the start) momentum restarts with each rate
+                step = torch.full((len(v), 1, 1, 1), rate * unit, device=v.device, dtype=v.dtype)
+                step = step if rate_scale is None else step * rate_scale
+            loss, grad = objective.loss_and_gradient(v, view)
+            with torch.no_grad():  # E is that of x before the step, as below
+                tv, alpha = compiled.descent_step(v, spare, grad, velocity, *objective.weights(v), step, bounds,
+                                                  objective.alpha, objective.form == "cvpr2015", MOMENTUM)
+                total, terms = objective.weigh(v, loss, tv, alpha)
+            v, spare = spare, v
+        elif pixels:
             total, terms, grad = objective.value_and_gradient(v, view)
         else:
             x = param.image(v, size)
@@ -499,7 +536,9 @@ def _stage(objective: Objective, variable, stage: Stage, param, options: RunOpti
             grad, = torch.autograd.grad(x, v, grad_x)
         state.record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
         with torch.no_grad():
-            if adam is not None:
+            if state.fused:
+                pass  # the step is taken
+            elif adam is not None:
                 adam.param_groups[0]["lr"] = rate * param.adam_unit
                 v.grad = grad
                 adam.step()
@@ -514,7 +553,7 @@ def _stage(objective: Objective, variable, stage: Stage, param, options: RunOpti
                     adagrad.mul_(MOMENTUM).addcmul_(grad, grad)
                     velocity.mul_(MOMENTUM).sub_(grad / (1 / (rate * unit) + adagrad.sqrt()))
                 v.add_(velocity)
-            if bounds is not None and pixels:  # a Fourier image stays within 0..255 by construction
+            if bounds is not None and pixels and not state.fused:  # a Fourier image stays within 0..255 by construction
                 torch.maximum(v, bounds[0], out=v)
                 torch.minimum(v, bounds[1], out=v)
             if options.box is not None:

@@ -33,6 +33,7 @@ import torch
 
 from .. import images, representations
 from ..atomic import write_json
+from ..engine import compiled
 from ..engine.objective import Setting
 from ..engine.optimise import invert, resolve_device
 from ..engine.results import record, weights_label
@@ -103,6 +104,7 @@ class Plan:
     png: bool = False
     progress: bool = False
     memory_limit: int | str | None = None  # see engine.budget
+    compile: bool | None = None  # None: where it pays over the whole protocol (engine.compiled)
 
     @property
     def weights_label(self) -> str:
@@ -133,7 +135,8 @@ class Plan:
 def plan(sources=None, *, out: str | Path, model: str = "auto", weights: str | None = None,
          layers: list[str] | None = None, lambda_tvs=LAMBDA_TVS, size: int = 256, profile: str = "paper",
          iterations: int | None = None, seed: int = 0, device: str = "auto", batch_size: int | None = None,
-         png: bool = False, progress: bool = False, memory_limit: int | str | None = None) -> Plan:
+         png: bool = False, progress: bool = False, memory_limit: int | str | None = None,
+         compile: bool | None = None) -> Plan:
     """Check the request and load the images. ``sources``: shipped names, files or folders (default:
     every shipped image); networks take them centre-cropped to their input size, HOG/DSIFT to
     ``size``. ``layers``: default every layer of a network, the default layer of HOG/DSIFT."""
@@ -162,7 +165,7 @@ def plan(sources=None, *, out: str | Path, model: str = "auto", weights: str | N
     if twice:
         raise ImageError(f"two images share the name {', '.join(twice)}; items are saved by name, so rename one")
     return Plan(model, weights, rep.weights, rep.trained, list(layers), lambda_tvs, names, rgb, Path(out),
-                profile, iterations, seed, device, batch_size, png, progress, memory_limit)
+                profile, iterations, seed, device, batch_size, png, progress, memory_limit, compile)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -270,6 +273,7 @@ def compute(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] 
     images of a (layer, λ) are one batch (``batch_size`` at a time), whose items are saved when it ends."""
     todo = [it for it in shard(p.items(), *part) if load_item(p, it, log) is None]
     device = resolve_device(p.device)
+    fuse = _compile(p, todo, device)
     saved, rep = [], None
     for (layer, lambda_tv), group in groupby(todo, key=lambda it: (it.layer, it.lambda_tv)):
         group = list(group)
@@ -279,7 +283,8 @@ def compute(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] 
             x0 = p.inputs(rep, [it.image for it in batch])
             r = p.recipe(layer, lambda_tv)
             result = invert(rep, x0, settings=r.setting, schedule=r.schedule, pixel_range=r.pixel_range,
-                            seed=p.seed, device=device, progress=p.progress, memory_limit=p.memory_limit)
+                            seed=p.seed, device=device, progress=p.progress, memory_limit=p.memory_limit,
+                            compile=fuse)
             save_items(p, rep, batch, x0.to(device), result, part)
             saved += batch
             if log:
@@ -287,6 +292,19 @@ def compute(p: Plan, part: tuple[int, int] = (0, 1), log: Callable[[str], None] 
                     f"iterations, relative error {np.mean(result.error):.3f} (mean), {result.time_s:.1f} s "
                     f"[{len(saved)}/{len(todo)} of shard {part[0]}/{part[1]}]")
     return saved
+
+
+def _compile(p: Plan, todo: list[Item], device) -> bool | None:
+    """Whether to compile the descent step: as asked, else where it pays over all the batches
+    still to run (one run of one shape would not pay for compiling; the protocol's hundreds do)."""
+    choice = compiled.resolve(p.compile)
+    if choice is not None or not todo:
+        return choice
+    batch = min(p.batch_size or len(p.names), len(p.names))
+    runs = math.ceil(len(todo) / batch)
+    iterations = p.recipe(todo[0].layer).schedule.iterations
+    channels = p.representation(todo[0].layer).in_channels
+    return compiled.worth_compiling((batch, channels, *p.rgb.shape[2:]), iterations, device, runs=runs) or None
 
 
 def save_items(p: Plan, rep, batch: list[Item], x0: torch.Tensor, result, part: tuple[int, int]) -> None:
