@@ -101,3 +101,12 @@ def test_auto_compiles_where_the_saving_is_well_above_the_cost():
     assert not compiled.worth_compiling(table3_batch, 400, cpu)  # one run saves less than compiling costs
     assert compiled.worth_compiling(table3_batch, 400, cpu, runs=100)  # Table 3's runs of that shape
     assert not compiled.worth_compiling(table3_batch, 400, torch.device("cuda"), runs=100)  # not measured there
+
+
+def test_the_cpu_runs_at_most_cpu_batch_items_at_once_unless_asked():
+    from preimage.engine import budget
+    rep = representations.get("alexnet", "conv1", weights="random")
+    cpu = torch.device("cpu")
+    assert budget.batch_size(rep, (3, 67, 67), 100, 10, cpu, memory_limit="8G") == budget.CPU_BATCH
+    assert budget.batch_size(rep, (3, 67, 67), 100, 10, cpu, asked=60, memory_limit="8G") == 60
+    assert budget.batch_size(rep, (3, 67, 67), 10, 10, cpu, memory_limit="8G") == 10

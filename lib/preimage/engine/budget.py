@@ -26,6 +26,10 @@ IMAGE_COPIES = 12  # iterate, gradient, velocity or Adam's two moments, start, T
 ACTIVATION_COPIES = 2  # the saved activations and their gradients in the backward pass
 CODE_COPIES = 4  # code, target, mask, difference
 RECORD_TERMS = 4  # loss, tv, alpha, total per iteration
+# On the CPU a batch beyond this runs slower per item (its activations outgrow the caches): per item
+# and iteration at EfficientNet-Lite0's logits, channels-last, 2 cores: B = 24 90 ms, 48 98, 96 144;
+# another time B = 24 62, 32 60, 64 82 (docs/benchmarks/notes.md). Unasked, the CPU runs this many.
+CPU_BATCH = 32
 _UNITS = {"": 1, "b": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30, "t": 2 ** 40}
 _probes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -126,8 +130,8 @@ def per_item(rep, shape: tuple[int, int, int], iterations: int) -> int:
 
 def batch_size(rep, shape: tuple[int, int, int], items: int, iterations: int, device: torch.device,
                asked: int | None = None, memory_limit: str | int | None = None) -> int:
-    """How many of ``items`` to run at once: ``asked`` when it fits, else as many as fit; a
-    ResourceError when not even one does, or when ``asked`` does not."""
+    """How many of ``items`` to run at once: ``asked`` when it fits, else as many as fit (at most
+    ``CPU_BATCH`` on the CPU); a ResourceError when not even one does, or when ``asked`` does not."""
     need = per_item(rep, shape, iterations)
     most, source = limit(device, memory_limit)
     fits = most // max(need, 1)
@@ -141,4 +145,6 @@ def batch_size(rep, shape: tuple[int, int, int], items: int, iterations: int, de
     if asked is not None and min(asked, items) > fits:
         raise ResourceError(f"{about}: a batch of {asked} needs {gib(asked * need)}, more than the memory limit "
                             f"of {gib(most)} ({source}); use a batch size of at most {fits}")
+    if asked is None and device.type == "cpu":
+        fits = min(fits, CPU_BATCH)
     return min(items, asked or items, fits)

@@ -163,7 +163,8 @@ def invert(representation, images: torch.Tensor | None = None, *, codes: torch.T
     Speed, not results: ``memory_format`` "channels_last" or "contiguous" lays the network out so
     ("auto": ``engine.layout.choose_layout``); ``compile`` True fuses the regularisers and the
     momentum step with torch.compile, False never, None where it pays (``engine.compiled``;
-    $PREIMAGE_COMPILE=0/1 decides for None).
+    $PREIMAGE_COMPILE=0/1 decides for None); only momentum on pixels with one β = 2 and one α has
+    that step, other runs stay eager (provenance's ``compiled`` says which ran).
 
     Before anything large is allocated, the memory the run needs is estimated (``budget``) against
     ``memory_limit`` (bytes or "8G"; default: $PREIMAGE_MEMORY_LIMIT, else 75 % of the memory
