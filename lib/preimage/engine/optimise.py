@@ -537,8 +537,8 @@ def _stage(objective: Objective, variable, stage: Stage, param, options: RunOpti
             grad, = torch.autograd.grad(x, v, grad_x)
         state.record[it] = torch.stack([terms["loss"], terms["tv"], terms["alpha"], total]).detach()
         with torch.no_grad():
-            if state.fused:
-                pass  # the step is taken
+            if state.fused:  # compiled.descent_step took the step and boxed the pixels
+                pass
             elif adam is not None:
                 adam.param_groups[0]["lr"] = rate * param.adam_unit
                 v.grad = grad

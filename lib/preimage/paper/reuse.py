@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.resources
 import json
 import os
 from dataclasses import dataclass
@@ -28,16 +29,21 @@ from ..engine.results import TERMS
 from .natural import cache_dir
 
 ENV = "PREIMAGE_REUSE"
-PACKAGE = Path(__file__).resolve().parents[1]
 
 
 @functools.cache
 def library_version() -> str:
     """A hash of the package's source: a change anywhere in it makes every stored item stale."""
     h = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        h.update(str(path.relative_to(PACKAGE)).encode())
-        h.update(path.read_bytes())
+
+    def walk(folder, prefix: str) -> None:
+        for item in sorted(folder.iterdir(), key=lambda t: t.name):
+            if item.is_dir():
+                walk(item, f"{prefix}{item.name}/")
+            elif item.name.endswith(".py"):
+                h.update(f"{prefix}{item.name}".encode())
+                h.update(item.read_bytes())
+    walk(importlib.resources.files("preimage"), "")
     return h.hexdigest()[:16]
 
 

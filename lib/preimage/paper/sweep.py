@@ -51,15 +51,13 @@ def invert_layers(model: str, layers: list[str], image_names: list[str], *, weig
     common = dict(restarts=restarts, seed=seed, device=device, progress=progress, batch_size=batch_size)
     described = [[st.describe(sigma(*x0.shape[1:])) for st in ss] for ss in chosen]
     store = reuse.Store() if reuse.enabled() else None
+    every = [(g, n, s, r) for g in range(len(reps)) for n in range(len(x0)) for s in range(len(chosen[g]))
+             for r in range(restarts)]
     digests = [reuse.digest(x) for x in x0] if store else []
-    keys = {(g, n, s, r): reuse.item_key(rep, digests[n], described[g][s], _recipe_key(plan), seed, r,
-                                         resolve_device(device))
-            for g, (rep, plan) in enumerate(zip(reps, plans)) for n in range(len(x0))
-            for s in range(len(chosen[g])) for r in range(restarts)} if store else {}
+    keys = {(g, n, s, r): reuse.item_key(reps[g], digests[n], described[g][s], _recipe_key(plans[g]), seed, r,
+                                         resolve_device(device)) for g, n, s, r in every} if store else {}
     found = {k: item for k, key in keys.items() if (item := store.load(key)) is not None}
-    missing = [k for k in keys if k not in found] if store else [
-        (g, n, s, r) for g in range(len(reps)) for n in range(len(x0)) for s in range(len(chosen[g]))
-        for r in range(restarts)]
+    missing = [k for k in every if k not in found]
     # what runs: every image with an item missing, and per layer every setting with one missing
     todo_images = sorted({n for _, n, _, _ in missing})
     todo = {g: sorted({s for h, _, s, _ in missing if h == g}) for g in sorted({g for g, *_ in missing})}
@@ -72,11 +70,10 @@ def invert_layers(model: str, layers: list[str], image_names: list[str], *, weig
         for g, result in runs.items():
             for b, (n, s, r) in enumerate(result.items):
                 k = (g, todo_images[n], todo[g][s], r)
-                if store:
-                    store.save(keys[k], reuse.Item(result.x[b], {t: e[:, b] for t, e in result.energies.items()},
-                                                   float(result.error[b]), result.provenance))
                 found[k] = reuse.Item(result.x[b], {t: e[:, b] for t, e in result.energies.items()},
                                       float(result.error[b]), result.provenance)
+                if store:
+                    store.save(keys[k], found[k])
     results = {}
     for g, (layer, rep, plan) in enumerate(zip(layers, reps, plans)):
         order = [(g, n, s, r) for n in range(len(x0)) for s in range(len(chosen[g])) for r in range(restarts)]
